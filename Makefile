@@ -1,0 +1,46 @@
+# Two entry points: `make run` (the main job on the default corpus, CPU preset) and `make test`.
+# Both set up .venv first if needed; the environment is exactly requirements.lock.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+PYTEST_ARGS ?=
+
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup run test bench lock clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench.prepare_throughput
+	$(BIN)/python -m bench.f0_accuracy
+
+# Re-resolve the direct dependencies and rewrite the lock (needs the package registry).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet uv==$(UV_VERSION)
+	.venv-lock/bin/uv pip install --python .venv-lock/bin/python -e '.[test]'
+	.venv-lock/bin/uv pip install --python .venv-lock/bin/python --no-deps ddsp==3.7.0 tinysoundfont==0.3.7
+	{ head -3 requirements.lock; .venv-lock/bin/uv pip freeze --python .venv-lock/bin/python --exclude-editable | grep -vE '^(pip|uv|wheel)=='; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
+
+clean-venv:
+	rm -rf $(VENV)

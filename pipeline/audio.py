@@ -1,0 +1,113 @@
+"""Audio files in, validated mono float32 at the model rate out.
+
+soundfile (bundled libsndfile: WAV, FLAC, OGG, MP3, AIFF) reads any sample rate and channel count;
+soxr resamples. Every way a file can be unusable raises :class:`AudioRejected` with a reason a
+person can act on, so a run can report it and go on with the rest.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".aifc"})
+_BLOCK_FRAMES = 1 << 18
+
+
+class AudioRejected(ValueError):
+    """A file that cannot be used; ``reason`` is a short code, the message explains."""
+
+    def __init__(self, path: str, reason: str, detail: str):
+        super().__init__(f"{path}: {reason}: {detail}")
+        self.path, self.reason, self.detail = path, reason, detail
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    frames: int
+    sample_rate: int
+    channels: int
+    rms_db: float
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def list_audio_files(folder: str | Path) -> list[Path]:
+    """Audio files below ``folder`` (recursively, by extension), in a stable order."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"audio folder {root} does not exist (set prepare.audio_dir)")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    return block.mean(axis=1) if block.ndim == 2 else block
+
+
+def inspect_audio(path: str | Path, min_secs: float, silence_db: float) -> AudioInfo:
+    """Read the whole file once, in blocks, and reject it if it cannot be used.
+
+    Streaming keeps memory flat for hour-long files; the features are computed later per chunk.
+    """
+    name = str(path)
+    try:
+        info = sf.info(name)
+    except Exception as err:  # libsndfile says "Format not recognised", "unknown format", ...
+        raise AudioRejected(name, "unreadable", f"not a readable audio file ({err})") from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioRejected(name, "empty", "file holds no audio frames")
+    frames_read, energy = 0, 0.0
+    try:
+        for block in sf.blocks(name, blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
+            mono = _mono(block)
+            if not np.isfinite(mono).all():
+                raise AudioRejected(name, "non_finite", f"NaN or inf sample near {frames_read / info.samplerate:.2f} s")
+            frames_read += len(mono)
+            energy += float(np.dot(mono.astype(np.float64), mono))
+    except AudioRejected:
+        raise
+    except Exception as err:
+        raise AudioRejected(name, "unreadable", f"decoding failed after {frames_read} frames ({err})") from None
+    # mp3/ogg headers only estimate the length; PCM headers are exact, so a shortfall means truncation
+    if frames_read == 0:
+        raise AudioRejected(name, "empty", "file holds no audio frames")
+    if frames_read < info.frames and info.format not in ("MPEG", "OGG"):
+        raise AudioRejected(name, "truncated", f"header promises {info.frames} frames, data holds {frames_read}")
+    seconds = frames_read / info.samplerate
+    if seconds < min_secs:
+        raise AudioRejected(name, "too_short", f"{seconds:.2f} s is shorter than one {min_secs:g} s example")
+    rms_db = 10 * math.log10(max(energy / frames_read, 1e-20))
+    if rms_db < silence_db:
+        raise AudioRejected(name, "silent", f"RMS {rms_db:.1f} dBFS is below prepare.silence_db = {silence_db:g}")
+    return AudioInfo(name, frames_read, info.samplerate, info.channels, rms_db)
+
+
+def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    if from_rate == to_rate:
+        return np.asarray(audio, np.float32)
+    return soxr.resample(np.asarray(audio, np.float32), from_rate, to_rate, quality="HQ").astype(np.float32)
+
+
+def read_segment(info: AudioInfo, start_secs: float, stop_secs: float, target_rate: int) -> np.ndarray:
+    """Mono audio of [start, stop) seconds at ``target_rate``, exactly round((stop-start)*rate) long.
+
+    Reads a small margin on both sides so the resampler's filter has context at the edges.
+    """
+    margin = 0.05
+    first = max(0, int(math.floor((start_secs - margin) * info.sample_rate)))
+    last = min(info.frames, int(math.ceil((stop_secs + margin) * info.sample_rate)))
+    block, _ = sf.read(info.path, start=first, stop=last, dtype="float32", always_2d=True)
+    audio = resample(_mono(block), info.sample_rate, target_rate)
+    offset = int(round((start_secs - first / info.sample_rate) * target_rate))
+    length = int(round((stop_secs - start_secs) * target_rate))
+    segment = audio[offset:offset + length]
+    if len(segment) < length:
+        segment = np.pad(segment, (0, length - len(segment)))
+    return np.nan_to_num(segment, nan=0.0, posinf=0.0, neginf=0.0)

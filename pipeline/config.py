@@ -1,0 +1,277 @@
+"""Typed, validated configuration, parsed once from ``params.yaml``.
+
+Every stage reads its own section through :func:`load_params`. An unknown key, a wrong type or an
+out-of-range value raises :class:`ConfigError` naming the dotted key (``prepare.f0.method``)
+before any work starts.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+PARAMS_FILE = "params.yaml"
+# ddsp's TFRecordProvider frames its 16 kHz companion audio ("audio_16k") with this rate.
+DDSP_FEATURE_SAMPLE_RATE = 16000
+
+
+class ConfigError(ValueError):
+    """A params file that does not validate; the message names each offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+MidiPitch = Annotated[int, Field(ge=0, le=127)]
+
+
+class CorpusParams(_Section):
+    """Default corpus rendered offline from a soundfont that an installed package ships."""
+
+    out_dir: str = "data/corpus"
+    soundfont: str = Field("pretty_midi", description="'pretty_midi' (TimGM6mb in pretty_midi's wheel) or an .sf2 path")
+    program: Annotated[int, Field(ge=0, le=127)] = 0
+    n_files: Annotated[int, Field(ge=1)] = 40
+    file_secs: Annotated[float, Field(ge=1.0)] = 20.0
+    sample_rate: Annotated[int, Field(ge=8000, le=96000)] = 16000
+    frame_rate: Annotated[int, Field(ge=10, le=1000)] = 250
+    pitch_low: MidiPitch = 40
+    pitch_high: MidiPitch = 84
+    tempo_bpm_low: Annotated[float, Field(ge=20, le=400)] = 66.0
+    tempo_bpm_high: Annotated[float, Field(ge=20, le=400)] = 150.0
+    velocity_low: Annotated[int, Field(ge=1, le=127)] = 45
+    velocity_high: Annotated[int, Field(ge=1, le=127)] = 120
+    rest_prob: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.12
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "CorpusParams":
+        for low, high in (("pitch_low", "pitch_high"), ("tempo_bpm_low", "tempo_bpm_high"),
+                          ("velocity_low", "velocity_high")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} must not exceed {high}")
+        return self
+
+
+class F0Params(_Section):
+    method: Literal["swift", "pyin"] = "swift"
+    fmin_hz: Annotated[float, Field(gt=0)] = 30.0
+    fmax_hz: Annotated[float, Field(gt=0)] = 2000.0
+
+    @model_validator(mode="after")
+    def _range(self) -> "F0Params":
+        if self.fmin_hz >= self.fmax_hz:
+            raise ValueError("fmin_hz must be below fmax_hz")
+        return self
+
+
+class BeamParams(_Section):
+    """Beam runner. ``local`` is Beam's in-process FnApiRunner (no runner binary to download);
+    any other value is a Beam runner name (FlinkRunner, SparkRunner, DataflowRunner, ...)
+    configured through ``options`` (plain Beam command-line flags)."""
+
+    runner: str = "local"
+    mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
+    num_workers: Annotated[int, Field(ge=1, le=256)] = 2
+    options: list[str] = []
+
+
+class PrepareParams(_Section):
+    audio_dir: str = "data/corpus"
+    out_dir: str = "data/prepared"
+    sample_rate: Annotated[int, Field(ge=8000, le=96000)] = 16000
+    frame_rate: Annotated[int, Field(ge=10, le=1000)] = 250
+    example_secs: PositiveFloat = 4.0
+    hop_secs: PositiveFloat = 1.0
+    chunk_secs: Annotated[float, Field(ge=10.0)] = 60.0
+    eval_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    loudness_n_fft: Annotated[int, Field(ge=64)] = 512
+    silence_db: Annotated[float, Field(le=0.0)] = -60.0
+    num_shards: Annotated[int, Field(ge=1, le=1024)] = 4
+    n_plot_examples: Annotated[int, Field(ge=0, le=32)] = 3
+    f0: F0Params = F0Params()
+    beam: BeamParams = BeamParams()
+
+    @model_validator(mode="after")
+    def _frame_grid(self) -> "PrepareParams":
+        for rate_name, rate in (("sample_rate", self.sample_rate), ("16 kHz (ddsp's audio_16k)", DDSP_FEATURE_SAMPLE_RATE)):
+            if rate % self.frame_rate:
+                raise ValueError(f"frame_rate {self.frame_rate} must divide {rate_name} {rate} (integer hop)")
+        for name in ("example_secs", "hop_secs"):
+            frames = getattr(self, name) * self.frame_rate
+            if abs(frames - round(frames)) > 1e-9:
+                raise ValueError(f"{name} * frame_rate must be a whole number of frames")
+        if self.hop_secs > self.example_secs:
+            raise ValueError("hop_secs must not exceed example_secs (windows would skip audio)")
+        return self
+
+    @property
+    def n_frames(self) -> int:
+        return round(self.example_secs * self.frame_rate)
+
+    @property
+    def n_samples(self) -> int:
+        return round(self.example_secs * self.sample_rate)
+
+
+# ddsp's MfccTimeDistributedRnnEncoder accepts exactly these z_time_steps and derives an MFCC frame
+# (fft_size, overlap), i.e. a hop in samples, from each (ddsp/training/encoders.py). Its STFT pads the
+# end, so an example of n samples gives ceil(n / hop) z frames: the keys count frames only for
+# 4 s at 16 kHz. Our ``train.z_time_steps`` is the z frame count per example that the model really
+# produces; pipeline.model.build maps it back to ddsp's key.
+MFCC_ENCODER_HOPS = {63: 1024, 125: 512, 250: 256, 500: 128, 1000: 64}
+
+
+def encoder_z_time_steps(n_samples: int) -> dict[int, int]:
+    """z frames per example reachable with ddsp's MFCC encoder -> the ddsp ``z_time_steps`` key."""
+    return {math.ceil(n_samples / hop): key for key, hop in MFCC_ENCODER_HOPS.items()}
+
+
+# Every model/optimisation key of the ``train`` section, per preset. ``paper`` is ddsp's ae.gin
+# (plus solo_instrument.gin's trainable reverb) with base.gin's optimiser; ``cpu`` is sized from
+# measured step times so the default corpus trains in about 15 minutes on 2 cores (bench/).
+TRAIN_PRESETS: dict[str, dict] = {
+    "paper": dict(z_dims=16, z_time_steps=125, encoder_rnn_channels=512, decoder_rnn_channels=512,
+                  decoder_fc_channels=512, decoder_layers=3, n_harmonics=100, n_noise_bands=65,
+                  reverb=True, reverb_length=48000, fft_sizes=[2048, 1024, 512, 256, 128, 64],
+                  batch_size=16, steps=30000, learning_rate=3e-4, lr_decay_steps=10000, lr_decay_rate=0.98,
+                  grad_clip_norm=3.0, checkpoint_every=300, eval_examples=64, strategy="default",
+                  mixed_precision=False, jit_compile=True),
+    "cpu": dict(z_dims=16, z_time_steps=125, encoder_rnn_channels=128, decoder_rnn_channels=256,
+                decoder_fc_channels=128, decoder_layers=1, n_harmonics=40, n_noise_bands=33,
+                reverb=True, reverb_length=16000, fft_sizes=[1024, 256, 64],
+                batch_size=8, steps=2500, learning_rate=1e-3, lr_decay_steps=10000, lr_decay_rate=0.98,
+                grad_clip_norm=3.0, checkpoint_every=250, eval_examples=32, strategy="default",
+                mixed_precision=False, jit_compile=True),
+}
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class TrainParams(_Section):
+    """The autoencoder and its training. Each key left null (or absent) takes the preset's value;
+    :meth:`resolved` fills them in, and that resolved copy is what gets built and saved."""
+
+    preset: Literal["cpu", "paper"] = "cpu"
+    model_dir: str = "models/autoencoder"
+    # not a DVC out (DVC deletes outs before a rerun), so a killed run resumes from here
+    checkpoint_dir: str = "models/checkpoints"
+    keep_checkpoints: PositiveInt = 3
+    n_reconstructions: Annotated[int, Field(ge=0, le=32)] = 3
+
+    z_dims: PositiveInt | None = None
+    z_time_steps: PositiveInt | None = None
+    encoder_rnn_channels: PositiveInt | None = None
+    decoder_rnn_channels: PositiveInt | None = None
+    decoder_fc_channels: PositiveInt | None = None
+    decoder_layers: Annotated[int, Field(ge=0, le=16)] | None = None
+    n_harmonics: PositiveInt | None = None
+    n_noise_bands: Annotated[int, Field(ge=2)] | None = None
+    reverb: bool | None = None
+    reverb_length: Annotated[int, Field(ge=2)] | None = None
+    fft_sizes: Annotated[list[Annotated[int, Field(ge=8)]], Field(min_length=1)] | None = None
+    batch_size: PositiveInt | None = None
+    steps: Annotated[int, Field(ge=0)] | None = None
+    learning_rate: PositiveFloat | None = None
+    lr_decay_steps: PositiveInt | None = None
+    lr_decay_rate: Annotated[float, Field(gt=0, le=1)] | None = None
+    grad_clip_norm: PositiveFloat | None = None
+    checkpoint_every: PositiveInt | None = None
+    eval_examples: PositiveInt | None = None
+    strategy: Literal["default", "mirrored", "multi_worker"] | None = None
+    mixed_precision: bool | None = None
+    jit_compile: bool | None = None
+
+    @field_validator("fft_sizes")
+    @classmethod
+    def _powers_of_two(cls, sizes: list[int] | None) -> list[int] | None:
+        if sizes and any(size & (size - 1) for size in sizes):
+            raise ValueError("every FFT size must be a power of two")
+        return sizes
+
+    def resolved(self) -> "TrainParams":
+        """A copy with every null key taken from the preset."""
+        overrides = self.model_dump(exclude_none=True)
+        return TrainParams.model_validate({**TRAIN_PRESETS[self.preset], **overrides})
+
+    def check_example_length(self, n_samples: int) -> None:
+        """Raise ValueError unless ddsp's encoder gives ``z_time_steps`` frames for this example length."""
+        z_time_steps = self.resolved().z_time_steps
+        allowed = sorted(encoder_z_time_steps(n_samples))
+        if z_time_steps not in allowed:
+            raise ValueError(
+                f"{z_time_steps} z frames per example is not reachable: ddsp's MfccTimeDistributedRnnEncoder "
+                f"hops by {sorted(MFCC_ENCODER_HOPS.values(), reverse=True)} samples, so a {n_samples}-sample "
+                f"example allows z_time_steps in {allowed}")
+
+
+class ExtractZParams(_Section):
+    out_path: str = "data/z/z_frames.parquet"
+    batch_size: PositiveInt = 16
+
+
+class Params(_Section):
+    seed: Annotated[int, Field(ge=0)] = 0
+    corpus: CorpusParams = CorpusParams()
+    prepare: PrepareParams = PrepareParams()
+    train: TrainParams = TrainParams()
+    extract_z: ExtractZParams = ExtractZParams()
+
+    @model_validator(mode="after")
+    def _z_frames_fit_examples(self) -> "Params":
+        try:
+            self.train.check_example_length(self.prepare.n_samples)
+        except ValueError as err:
+            # raised as a ValidationError so the message names the key, not the whole file
+            raise ValidationError.from_exception_data("Params", [InitErrorDetails(
+                type=PydanticCustomError("value_error", str(err)), loc=("train", "z_time_steps"),
+                input=self.train.resolved().z_time_steps)]) from None
+        return self
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        value = "" if item["type"] == "extra_forbidden" else f" (got {item.get('input')!r})"
+        lines.append(f"  {key}: {message}{value}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict, source: str = PARAMS_FILE) -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def find_params_file(start: Path | None = None) -> Path:
+    """``params.yaml`` in ``start`` (default: the working directory) or its nearest parent."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / PARAMS_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"no {PARAMS_FILE} in {here} or any parent folder")
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    params_path = Path(path) if path else find_params_file()
+    try:
+        raw = yaml.safe_load(params_path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{params_path}: not valid YAML: {err}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{params_path}: top level must be a mapping of sections")
+    return parse_params(raw, str(params_path))
+
+
+def project_root(params_path: str | Path | None = None) -> Path:
+    """The folder holding params.yaml: relative paths in params resolve against it."""
+    return (Path(params_path) if params_path else find_params_file()).resolve().parent
