@@ -47,6 +47,24 @@ def list_audio_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
 
 
+def _riff_data_shortfall(path: str) -> tuple[int, int] | None:
+    """(declared, present) bytes of a WAV's data chunk when the file ends early, else None.
+
+    libsndfile silently shortens a truncated WAV to the bytes present, so the header is read here.
+    """
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"RIFF":
+            return None
+        handle.seek(12)
+        while len(header := handle.read(8)) == 8:
+            chunk_id, size = header[:4], int.from_bytes(header[4:], "little")
+            if chunk_id == b"data":
+                present = max(0, Path(path).stat().st_size - handle.tell())
+                return (size, present) if present < size else None
+            handle.seek(size + (size & 1), 1)
+    return None
+
+
 def _mono(block: np.ndarray) -> np.ndarray:
     return block.mean(axis=1) if block.ndim == 2 else block
 
@@ -63,6 +81,8 @@ def inspect_audio(path: str | Path, min_secs: float, silence_db: float) -> Audio
         raise AudioRejected(name, "unreadable", f"not a readable audio file ({err})") from None
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioRejected(name, "empty", "file holds no audio frames")
+    if shortfall := _riff_data_shortfall(name):
+        raise AudioRejected(name, "truncated", f"WAV header declares {shortfall[0]} data bytes, file holds {shortfall[1]}")
     frames_read, energy = 0, 0.0
     try:
         for block in sf.blocks(name, blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):

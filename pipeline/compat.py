@@ -18,9 +18,12 @@ from __future__ import annotations
 import os
 import sys
 import types
+import warnings
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# note_seq (imported by ddsp.training) imports pydub, which warns about ffmpeg; nothing here uses it
+warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
 
 
 class CrepeUnavailableError(RuntimeError):

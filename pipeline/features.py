@@ -103,8 +103,9 @@ def compute_loudness_db(audio: np.ndarray, sample_rate: int, frame_rate: int, n_
     spectral_ops = import_ddsp().spectral_ops
     if n_frames is None:
         n_frames = int(np.ceil(len(audio) * frame_rate / sample_rate))
-    loudness = spectral_ops.compute_loudness(np.asarray(audio, np.float32), sample_rate=sample_rate,
-                                             frame_rate=frame_rate, n_fft=n_fft, use_tf=False, padding="center")
+    with np.errstate(divide="ignore"):  # librosa's A-weighting takes log10(0) at the DC bin
+        loudness = spectral_ops.compute_loudness(np.asarray(audio, np.float32), sample_rate=sample_rate,
+                                                 frame_rate=frame_rate, n_fft=n_fft, use_tf=False, padding="center")
     loudness = np.asarray(loudness, np.float32)[:n_frames]
     if len(loudness) < n_frames:
         loudness = np.pad(loudness, (0, n_frames - len(loudness)), mode="edge")

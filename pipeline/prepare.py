@@ -130,8 +130,9 @@ class AnalyseChunk(beam.DoFn):
         window_start = lambda j: j * p.hop_secs  # noqa: E731  (seconds into the file)
         start = window_start(chunk.first_window)
         stop = window_start(chunk.first_window + chunk.n_windows - 1) + p.example_secs
-        margin_left = min(_FEATURE_MARGIN_SECS, start)
-        margin_right = min(_FEATURE_MARGIN_SECS, max(0.0, chunk.info.seconds - stop))
+        margin = round(_FEATURE_MARGIN_SECS * fr) / fr  # whole frames keep windows on the frame grid
+        margin_left = min(margin, start)
+        margin_right = min(margin, max(0.0, chunk.info.seconds - stop))
         seg_start = start - margin_left
         audio = read_segment(chunk.info, seg_start, stop + margin_right, sr)
         n_seg_frames = int(np.ceil(len(audio) / samples_per_frame))
@@ -172,7 +173,7 @@ def pipeline_options(params: PrepareParams) -> PipelineOptions:
     beam_params = params.beam
     if beam_params.runner == "local":
         args = [f"--runner={LOCAL_RUNNER}", f"--direct_running_mode={beam_params.mode}",
-                f"--direct_num_workers={beam_params.num_workers}"]
+                f"--direct_num_workers={beam_params.num_workers}", "--default_sdk_harness_log_level=WARNING"]
     else:
         args = [f"--runner={beam_params.runner}"]
     return PipelineOptions(args + list(beam_params.options))
@@ -236,6 +237,7 @@ def _check_usable(stats: dict, rejected: list[dict], eval_fraction: float) -> No
 
 def run_prepare(params: PrepareParams, audio_dir: Path, out_dir: Path, seed: int) -> dict:
     """Run the Beam pipeline; publish ``out_dir`` atomically; return the stats + rejection report."""
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     files = discover(audio_dir, params.eval_fraction, seed)
     LOG.info("prepare: %d audio files under %s", len(files), audio_dir)
     print(f"prepare: {len(files)} audio files under {audio_dir}, runner {params.beam.runner} "

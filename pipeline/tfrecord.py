@@ -31,6 +31,11 @@ class DatasetSpec:
     example_secs: float
     f0_method: str
 
+    def __post_init__(self):
+        # ddsp's TFRecordProvider computes shapes as example_secs * rate and needs an int there
+        if float(self.example_secs).is_integer():
+            object.__setattr__(self, "example_secs", int(self.example_secs))
+
     @property
     def n_samples(self) -> int:
         return round(self.example_secs * self.sample_rate)

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny real audio written to temporary folders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before any test module imports TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+import pipeline  # noqa: E402,F401  (applies pipeline.compat before TensorFlow loads)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def harmonic_tone(secs: float, sample_rate: int, f0_hz: float, amplitude: float = 0.3, n_harmonics: int = 4,
+                  seed: int = 0) -> np.ndarray:
+    """A piano-ish decaying harmonic tone with a little noise: real audio with a known pitch."""
+    t = np.arange(int(round(secs * sample_rate))) / sample_rate
+    tone = sum(np.sin(2 * np.pi * f0_hz * (k + 1) * t) / (k + 1) for k in range(n_harmonics))
+    envelope = 0.6 + 0.4 * np.exp(-2.0 * (t % 1.0))
+    noise = np.random.default_rng(seed).normal(0, 0.002, len(t))
+    return (amplitude * tone * envelope / n_harmonics * 2 + noise).astype(np.float32)
+
+
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int, channels: int = 1, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.repeat(audio[:, None], channels, axis=1) if channels > 1 else audio
+    sf.write(str(path), data, sample_rate, **kwargs)
+    return path
+
+
+@pytest.fixture
+def tone_factory():
+    return harmonic_tone
+
+
+@pytest.fixture
+def audio_writer():
+    return write_audio
