@@ -215,12 +215,34 @@ class ExtractZParams(_Section):
     batch_size: PositiveInt = 16
 
 
+class GmmParams(_Section):
+    """One Gaussian mixture per cluster count K in ``n_components`` (a DVC matrix stage per K)."""
+
+    n_components: Annotated[list[Annotated[int, Field(ge=1, le=256)]], Field(min_length=1)] = [2, 4, 6, 8, 10, 12, 16]
+    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
+    reg_covar: Annotated[float, Field(gt=0)] = 1e-4
+    max_iter: Annotated[int, Field(ge=1)] = 300
+    n_init: Annotated[int, Field(ge=1)] = 2
+    tol: Annotated[float, Field(gt=0)] = 1e-3
+    max_train_frames: Annotated[int, Field(ge=0)] = 200_000  # seeded subsample for speed; 0 = every frame
+    out_dir: str = "models/gmm"
+    metrics_dir: str = "metrics/gmm"
+
+    @field_validator("n_components")
+    @classmethod
+    def _unique(cls, ks: list[int]) -> list[int]:
+        if len(set(ks)) != len(ks):
+            raise ValueError(f"cluster counts must be unique, got {ks}")
+        return ks
+
+
 class Params(_Section):
     seed: Annotated[int, Field(ge=0)] = 0
     corpus: CorpusParams = CorpusParams()
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
     extract_z: ExtractZParams = ExtractZParams()
+    gmm: GmmParams = GmmParams()
 
     @model_validator(mode="after")
     def _z_frames_fit_examples(self) -> "Params":
