@@ -236,6 +236,29 @@ class GmmParams(_Section):
         return ks
 
 
+class SampleParams(_Section):
+    """Generation per K: which samplers, which conditioning, and when a clip counts as valid."""
+
+    out_dir: str = "samples"
+    methods: Annotated[list[Literal["direct", "inverse_transform", "temporal"]], Field(min_length=1)] = [
+        "direct", "inverse_transform", "temporal"]
+    temporal_hold: bool = True  # also the hold-per-note variant of temporal sampling
+    rho: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None  # None: estimated per cluster from real z
+    conditionings: Annotated[list[Literal["seed", "midi", "real"]], Field(min_length=1)] = ["seed", "midi", "real"]
+    n_real: Annotated[int, Field(ge=1, le=64)] = 1  # held-out examples whose contours are reused
+    midi_file: str | None = None  # None: a seeded melody in the corpus style that was never rendered
+    batch_size: Annotated[int, Field(ge=1, le=256)] = 8
+    min_hnr_db: float = 3.0
+    min_f0_rpa: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+
+    @field_validator("methods", "conditionings")
+    @classmethod
+    def _unique(cls, items: list[str]) -> list[str]:
+        if len(set(items)) != len(items):
+            raise ValueError(f"entries must be unique, got {items}")
+        return items
+
+
 class Params(_Section):
     seed: Annotated[int, Field(ge=0)] = 0
     corpus: CorpusParams = CorpusParams()
@@ -243,6 +266,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     extract_z: ExtractZParams = ExtractZParams()
     gmm: GmmParams = GmmParams()
+    sample: SampleParams = SampleParams()
 
     @model_validator(mode="after")
     def _z_frames_fit_examples(self) -> "Params":

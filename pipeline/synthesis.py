@@ -1,0 +1,102 @@
+"""Generate and measure every clip of one mixture: z -> decoder + synthesiser -> WAV, PNG, metrics.
+
+The trained model is reached through :class:`Synthesizer`, so this module depends on what a
+decoder does (controls in, audio out), not on how ddsp builds it. Clips are synthesised in batches:
+the decoder's RNN and the synthesiser run far faster per clip on a batch than one by one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from sklearn.mixture import GaussianMixture
+from tqdm import tqdm
+
+from pipeline.conditioning import Conditioning
+from pipeline.generate import ClipPlan, draw_z
+from pipeline.metrics import MfccStats, clip_metrics, is_valid
+from pipeline.plots import plot_example
+
+CLIPS_FILE = "clips.csv"
+CLIP_DIR = "clips"
+
+
+class Synthesizer(Protocol):
+    sample_rate: int
+    frame_rate: int
+    n_z_frames: int
+
+    def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """[b, n_frames] controls + z [b, n_z_frames, d] -> (audio, harmonic, noise), each [b, n_samples]."""
+
+    def encode(self, audio: np.ndarray, f0_hz: np.ndarray, loudness_db: np.ndarray) -> np.ndarray:
+        """[b, n_samples] audio + its controls -> z [b, n_z_frames, d]."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_hnr_db: float
+    min_f0_rpa: float
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    f0_method: str
+    fmin_hz: float
+    fmax_hz: float
+    loudness_n_fft: int
+
+
+def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def render_mixture(plans: list[ClipPlan], gmm: GaussianMixture, synth: Synthesizer,
+                   conditionings: dict[str, Conditioning], rhos: dict[int, float], seed: int, out_dir: Path,
+                   reference: MfccStats, thresholds: Thresholds, measure: MeasureSettings,
+                   batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
+    """Write every planned clip under ``out_dir/clips`` and return one row per clip (the manifest)."""
+    (out_dir / CLIP_DIR).mkdir(parents=True, exist_ok=True)
+    rows = []
+    bar = tqdm(total=len(plans), desc=f"sample K={plans[0].k if plans else '?'}", unit="clip", disable=not progress)
+    for batch in _batches(plans, batch_size):
+        conds = [conditionings[p.conditioning] for p in batch]
+        draws = [draw_z(p, gmm, synth.n_z_frames, c, seed, rhos.get(p.cluster, 0.0)) for p, c in zip(batch, conds)]
+        f0 = np.stack([c.f0_hz for c in conds])
+        loudness = np.stack([c.loudness_db for c in conds])
+        audio, harmonic, noise = synth.synthesize(f0, loudness, np.stack([z for z, _ in draws]).astype(np.float32))
+        reencoded = synth.encode(audio, f0, loudness)
+        for i, (plan, cond) in enumerate(zip(batch, conds)):
+            row = _write_clip(plan, cond, audio[i], out_dir, synth)
+            metrics = clip_metrics(audio[i], synth.sample_rate, synth.frame_rate, cond.f0_hz, cond.loudness_db,
+                                   reference, harmonic_audio=harmonic[i], noise_audio=noise[i],
+                                   target_voiced=cond.voiced, f0_method=measure.f0_method, fmin_hz=measure.fmin_hz,
+                                   fmax_hz=measure.fmax_hz, loudness_n_fft=measure.loudness_n_fft)
+            metrics["reencode_loglik"] = float(gmm.score_samples(reencoded[i].astype(np.float64)).mean())
+            valid, reason = is_valid(metrics, thresholds.min_hnr_db, thresholds.min_f0_rpa)
+            components = draws[i][1]
+            rows.append({**row, **metrics, "valid": valid, "invalid_reason": "" if valid else reason,
+                         "rho": rhos.get(plan.cluster, 0.0) if plan.method.startswith("temporal") else 0.0,
+                         "cluster_weight": math.nan if plan.cluster is None else float(gmm.weights_[plan.cluster]),
+                         "component_switches": int((np.diff(components) != 0).sum()), "seed": seed})
+        bar.update(len(batch))
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def _write_clip(plan: ClipPlan, cond: Conditioning, audio: np.ndarray, out_dir: Path, synth: Synthesizer) -> dict:
+    wav = Path(CLIP_DIR) / f"{plan.clip_id}.wav"
+    png = Path(CLIP_DIR) / f"{plan.clip_id}.png"
+    sf.write(out_dir / wav, np.clip(audio, -1.0, 1.0), synth.sample_rate, subtype="PCM_16")
+    cluster = "all clusters (direct)" if plan.cluster is None else f"cluster {plan.cluster}"
+    plot_example(out_dir / png, audio, synth.sample_rate, cond.f0_hz, cond.voiced.astype(np.float32),
+                 cond.loudness_db, synth.frame_rate, f"K={plan.k} {plan.method} {cluster}, {cond.name} conditioning")
+    return {**{k: v for k, v in asdict(plan).items()}, "cluster": -1 if plan.cluster is None else plan.cluster,
+            "clip_id": plan.clip_id, "wav": wav.as_posix(), "png": png.as_posix()}
