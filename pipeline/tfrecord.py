@@ -70,8 +70,9 @@ def encode_example(features: dict[str, np.ndarray], source: str, offset_secs: fl
     """Serialise one window as a ``tf.train.Example``."""
     import tensorflow as tf  # deferred: workers that only list files need not load TF
 
+    # .tolist() hands protobuf plain floats in one C call; iterating a numpy array costs ~4x more
     feature = {
-        name: tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(features[name], np.float32)))
+        name: tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(features[name], np.float32).tolist()))
         for name in FLOAT_FEATURES
     }
     feature["source"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()]))
