@@ -136,13 +136,13 @@ def encoder_z_time_steps(n_samples: int) -> dict[int, int]:
 # (plus solo_instrument.gin's trainable reverb) with base.gin's optimiser; ``cpu`` is sized from
 # measured step times so the default corpus trains in about 15 minutes on 2 cores (bench/).
 TRAIN_PRESETS: dict[str, dict] = {
-    "paper": dict(z_dims=16, z_time_steps=125, encoder_rnn_channels=512, decoder_rnn_channels=512,
+    "paper": dict(decoder_frame_rate=250, z_dims=16, z_time_steps=125, encoder_rnn_channels=512, decoder_rnn_channels=512,
                   decoder_fc_channels=512, decoder_layers=3, n_harmonics=100, n_noise_bands=65,
                   reverb=True, reverb_length=48000, fft_sizes=[2048, 1024, 512, 256, 128, 64],
                   batch_size=16, steps=30000, learning_rate=3e-4, lr_decay_steps=10000, lr_decay_rate=0.98,
                   grad_clip_norm=3.0, checkpoint_every=300, eval_examples=64, strategy="default",
                   mixed_precision=False, jit_compile=True),
-    "cpu": dict(z_dims=16, z_time_steps=125, encoder_rnn_channels=128, decoder_rnn_channels=256,
+    "cpu": dict(decoder_frame_rate=100, z_dims=16, z_time_steps=125, encoder_rnn_channels=128, decoder_rnn_channels=256,
                 decoder_fc_channels=128, decoder_layers=1, n_harmonics=40, n_noise_bands=33,
                 reverb=True, reverb_length=16000, fft_sizes=[1024, 256, 64],
                 batch_size=8, steps=2500, learning_rate=1e-3, lr_decay_steps=10000, lr_decay_rate=0.98,
@@ -164,6 +164,9 @@ class TrainParams(_Section):
     keep_checkpoints: PositiveInt = 3
     n_reconstructions: Annotated[int, Field(ge=0, le=32)] = 3
 
+    # frames/s of the decoder's controls (ddsp's F0LoudnessPreprocessor.time_steps per example); the
+    # decoder GRU and the synth's envelope upsampling cost grow with it
+    decoder_frame_rate: Annotated[int, Field(ge=10, le=1000)] | None = None
     z_dims: PositiveInt | None = None
     z_time_steps: PositiveInt | None = None
     encoder_rnn_channels: PositiveInt | None = None
@@ -199,15 +202,24 @@ class TrainParams(_Section):
         overrides = self.model_dump(exclude_none=True)
         return TrainParams.model_validate({**TRAIN_PRESETS[self.preset], **overrides})
 
-    def check_example_length(self, n_samples: int) -> None:
-        """Raise ValueError unless ddsp's encoder gives ``z_time_steps`` frames for this example length."""
-        z_time_steps = self.resolved().z_time_steps
+    def example_errors(self, sample_rate: int, example_secs: float) -> dict[str, str]:
+        """Keys whose resolved value does not fit examples of this length -> why (empty if all fit)."""
+        t = self.resolved()
+        n_samples = round(example_secs * sample_rate)
+        errors = {}
         allowed = sorted(encoder_z_time_steps(n_samples))
-        if z_time_steps not in allowed:
-            raise ValueError(
-                f"{z_time_steps} z frames per example is not reachable: ddsp's MfccTimeDistributedRnnEncoder "
+        if t.z_time_steps not in allowed:
+            errors["z_time_steps"] = (
+                f"{t.z_time_steps} z frames per example is not reachable: ddsp's MfccTimeDistributedRnnEncoder "
                 f"hops by {sorted(MFCC_ENCODER_HOPS.values(), reverse=True)} samples, so a {n_samples}-sample "
                 f"example allows z_time_steps in {allowed}")
+        decoder_frames = example_secs * t.decoder_frame_rate
+        # ddsp's Harmonic synth upsamples controls with overlapping windows: a whole hop per frame
+        if sample_rate % t.decoder_frame_rate or abs(decoder_frames - round(decoder_frames)) > 1e-9:
+            errors["decoder_frame_rate"] = (
+                f"{t.decoder_frame_rate} Hz must divide the sample rate {sample_rate} and give a whole number "
+                f"of frames per {example_secs} s example")
+        return errors
 
 
 class ExtractZParams(_Section):
@@ -259,6 +271,22 @@ class SampleParams(_Section):
         return items
 
 
+class EvaluateParams(_Section):
+    """Aggregation of the per-clip metrics that sample@K wrote; clip validity itself is sample's."""
+
+    # a cluster counts as valid when at least this share of its clips (every per-cluster method
+    # and conditioning) is valid; one bad conditioning should not condemn a timbre
+    min_valid_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+
+
+class ReportParams(_Section):
+    """The static HTML page over every K, method, cluster and clip."""
+
+    title: str = "Generative DDSP: sampled timbres"
+    # which K sections start unfolded: the recommended K only, every K, or none
+    expand: Literal["recommended", "all", "none"] = "recommended"
+
+
 class Params(_Section):
     seed: Annotated[int, Field(ge=0)] = 0
     corpus: CorpusParams = CorpusParams()
@@ -267,16 +295,19 @@ class Params(_Section):
     extract_z: ExtractZParams = ExtractZParams()
     gmm: GmmParams = GmmParams()
     sample: SampleParams = SampleParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
 
     @model_validator(mode="after")
-    def _z_frames_fit_examples(self) -> "Params":
-        try:
-            self.train.check_example_length(self.prepare.n_samples)
-        except ValueError as err:
-            # raised as a ValidationError so the message names the key, not the whole file
-            raise ValidationError.from_exception_data("Params", [InitErrorDetails(
-                type=PydanticCustomError("value_error", str(err)), loc=("train", "z_time_steps"),
-                input=self.train.resolved().z_time_steps)]) from None
+    def _model_fits_examples(self) -> "Params":
+        errors = self.train.example_errors(self.prepare.sample_rate, self.prepare.example_secs)
+        if errors:
+            # a ValidationError with a location, so the message names train.<key>, not the whole file
+            resolved = self.train.resolved()
+            raise ValidationError.from_exception_data("Params", [
+                InitErrorDetails(type=PydanticCustomError("value_error", message), loc=("train", key),
+                                 input=getattr(resolved, key))
+                for key, message in errors.items()])
         return self
 
 

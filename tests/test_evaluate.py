@@ -1,0 +1,202 @@
+"""evaluate on a fake project: hand-computed aggregates, the invalid cluster found, stale K ignored."""
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+
+from pipeline.evaluation import summarise_reasons
+from stages import evaluate
+
+KS = [2, 3]
+STALE_K = 9
+WEIGHTS = {2: [0.6, 0.4], 3: [0.55, 0.40, 0.05], STALE_K: [1 / STALE_K] * STALE_K}
+METHODS_AT = {2: ["direct", "inverse_transform", "temporal"],
+              3: ["direct", "inverse_transform", "temporal", "temporal_hold"],
+              STALE_K: ["direct", "inverse_transform"]}
+CONDITIONINGS = {"seed": 0.0, "midi": 1.0}  # name -> hnr_db offset
+BASE_HNR = {"direct": 2.0, "inverse_transform": 10.0, "temporal": 12.0, "temporal_hold": 11.0}
+NOISE_CLUSTER = (3, 2)  # K=3, cluster 2: low weight, every clip noise-only
+MIN_HNR_DB = 5.0
+# mixture metrics: K=3 has the lowest BIC among the listed Ks; the stale K=9 would win if counted
+GMM = {2: dict(bic=100.0, aic=90.0, heldout_loglik=-5.0), 3: dict(bic=80.0, aic=70.0, heldout_loglik=-4.5),
+       STALE_K: dict(bic=10.0, aic=5.0, heldout_loglik=0.0)}
+
+
+def clip_row(k: int, method: str, cluster: int, conditioning: str) -> dict:
+    """Metrics chosen so means are easy by hand: hnr_db = method base + conditioning offset."""
+    noise = (k, cluster) == NOISE_CLUSTER
+    hnr = -3.0 if noise else BASE_HNR[method] + CONDITIONINGS[conditioning]
+    if k == STALE_K:
+        hnr = 1000.0
+    f0_rpa = 0.4 if method == "direct" else 0.9
+    failures = ([f"hnr_db {hnr:.1f} < {MIN_HNR_DB:.1f}"] * (hnr < MIN_HNR_DB)
+                + [f"f0_rpa {f0_rpa} < 0.5"] * (f0_rpa < 0.5))
+    name = "all" if cluster < 0 else f"c{cluster:02d}"
+    clip_id = f"k{k}_{method}_{name}_{conditioning}"
+    return {"clip_id": clip_id, "k": k, "method": method, "cluster": cluster,
+            "cluster_weight": math.nan if cluster < 0 else WEIGHTS[k][cluster], "conditioning": conditioning,
+            "seed": 7, "rho": 0.8 if method.startswith("temporal") else 0.0,
+            "wav": f"clips/{clip_id}.wav", "png": f"clips/{clip_id}.png",
+            "f0_rpa": f0_rpa, "f0_median_cents": 10.0 + cluster, "loudness_l1_db": 2.0,
+            "hnr_db": hnr, "spectral_flatness": 0.5 if noise else 0.1, "timbre_consistency": 1.0,
+            "frechet_mfcc": 30.0, "reencode_loglik": math.nan if method == "direct" else -3.0,
+            "valid": not failures, "invalid_reason": "; ".join(failures), "component_switches": 0}
+
+
+def write_samples(root, k: int) -> pd.DataFrame:
+    rows = [clip_row(k, method, cluster, cond) for method in METHODS_AT[k]
+            for cluster in ([-1] if method == "direct" else range(k)) for cond in CONDITIONINGS]
+    folder = root / "samples" / f"k{k}"
+    (folder / "clips").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        sf.write(folder / row["wav"], np.zeros(160, np.float32), 16000)
+        plt.imsave(folder / row["png"], np.zeros((2, 2)))
+    clips = pd.DataFrame(rows)
+    clips.to_csv(folder / "clips.csv", index=False)
+    return clips
+
+
+def write_gmm_metrics(root, k: int) -> None:
+    folder = root / "metrics" / "gmm"
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = {"k": k, **GMM[k], "train_loglik": GMM[k]["heldout_loglik"] + 0.5, "weights": WEIGHTS[k],
+               "converged": True, "n_iter": 12, "n_train_frames": 1000, "n_eval_frames": 200, "fit_secs": 0.1}
+    (folder / f"k{k}.json").write_text(json.dumps(metrics))
+
+
+def make_project(root) -> dict[int, pd.DataFrame]:
+    """params.yaml for KS, their inputs, and a stale K=9 left on disk from an earlier run."""
+    params = {"seed": 7, "gmm": {"n_components": KS},
+              "sample": {"min_hnr_db": MIN_HNR_DB, "methods": ["direct", "inverse_transform", "temporal"]}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    clips = {}
+    for k in [*KS, STALE_K]:
+        write_gmm_metrics(root, k)
+        clips[k] = write_samples(root, k)
+    return clips
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    clips = make_project(root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        evaluate.main()
+    return root, clips
+
+
+def strict_json(path):
+    def refuse(token):
+        raise ValueError(f"{path} contains {token}")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_method_aggregates_equal_hand_computed_means(project):
+    root, _ = project
+    metrics = strict_json(root / "metrics/evaluate.json")
+    direct = metrics["methods"]["direct"]
+    # direct: hnr 2 (seed) and 3 (midi) at K=2 and K=3
+    assert direct["hnr_db"]["mean"] == pytest.approx(2.5)
+    assert direct["hnr_db"]["std"] == pytest.approx(np.std([2, 3, 2, 3], ddof=1))
+    assert direct["n_clips"] == 4 and direct["valid_share"] == 0.0
+    assert direct["reencode_loglik"]["mean"] is None  # undefined for every direct clip -> null, not NaN
+    # inverse transform: 4 clusters x (10, 11) plus the noise cluster's (-3, -3)
+    assert metrics["methods"]["inverse_transform"]["hnr_db"]["mean"] == pytest.approx(78 / 10)
+    assert metrics["methods"]["inverse_transform"]["valid_share"] == pytest.approx(0.8)
+    assert metrics["per_k"]["k3"]["methods"]["temporal"]["hnr_db"] == pytest.approx((12 + 13 + 12 + 13 - 6) / 6)
+    assert metrics["per_k"]["k2"]["methods"]["temporal"]["hnr_db"] == pytest.approx(12.5)
+    assert metrics["clusters"]["k3"]["c2"] == pytest.approx({"weight": 0.05, "valid_share": 0.0, "invalid": 1,
+                                                            "hnr_db": -3.0, "f0_rpa": 0.9, "timbre_consistency": 1.0})
+
+
+def test_invalid_cluster_is_flagged_with_reason_and_low_weight(project):
+    root, _ = project
+    invalid = pd.read_csv(root / "reports/evaluate/invalid_clusters.csv")
+    assert invalid[["k", "cluster"]].values.tolist() == [[3, 2]]
+    row = invalid.iloc[0]
+    assert row["weight"] == pytest.approx(0.05) and row["valid_share"] == 0.0
+    assert row["reasons"] == "hnr_db -3.0 < 5.0 in 6/6 clips"
+    metrics = strict_json(root / "metrics/evaluate.json")
+    assert metrics["per_k"]["k2"]["n_invalid_clusters"] == 0
+    assert metrics["per_k"]["k3"]["n_invalid_clusters"] == 1
+    assert metrics["per_k"]["k3"]["invalid_weight"] == pytest.approx(0.05)
+    weights = metrics["invalid_clusters"]
+    assert weights["n_clusters"] == 5 and weights["n_invalid"] == 1
+    assert weights["mean_weight_invalid"] == pytest.approx(0.05)
+    assert weights["mean_weight_valid"] == pytest.approx((0.6 + 0.4 + 0.55 + 0.40) / 4)
+    assert weights["mean_relative_weight_invalid"] == pytest.approx(0.15)
+    assert weights["share_invalid_below_uniform_weight"] == 1.0
+    assert weights["spearman_relative_weight_valid_share"] > 0
+
+
+def test_stale_k_on_disk_is_not_counted_and_recommended_k_is_lowest_bic(project):
+    root, clips = project
+    metrics = strict_json(root / "metrics/evaluate.json")
+    assert metrics["recommended_k"] == 3  # K=9 has a lower BIC but is not in gmm.n_components
+    assert set(metrics["per_k"]) == {"k2", "k3"} and set(metrics["clusters"]) == {"k2", "k3"}
+    assert metrics["n_clips"] == len(clips[2]) + len(clips[3])
+    assert metrics["per_k"]["k3"]["bic"] == 80.0
+    assert pd.read_csv(root / "metrics/evaluate/model_selection.csv")["k"].tolist() == KS
+    assert set(pd.read_csv(root / "metrics/evaluate/clusters.csv")["k"]) == set(KS)
+    comparison = pd.read_csv(root / "reports/evaluate/comparison.csv")
+    assert set(comparison["scope"]) == {"all", "k2", "k3"}
+    assert comparison["hnr_db_mean"].max() < 1000  # the stale clips' hnr_db
+
+
+def test_comparison_has_a_row_per_method_in_csv_and_markdown(project):
+    root, _ = project
+    comparison = pd.read_csv(root / "reports/evaluate/comparison.csv")
+    overall = comparison[comparison["scope"] == "all"]
+    assert overall["method"].tolist() == ["direct", "inverse_transform", "temporal", "temporal_hold"]
+    assert overall.set_index("method").loc["temporal_hold", "n_clips"] == 6
+    markdown = (root / "reports/evaluate/comparison.md").read_text()
+    assert markdown.count("| temporal_hold |") == 2  # pooled table and K=3 (K=2 has no hold clips)
+    assert "| direct | 4 | 0% | 0.4 ± 0 |" in markdown
+
+
+def test_plots_data_is_one_column_per_method_and_figures_exist(project):
+    root, _ = project
+    hnr = pd.read_csv(root / "metrics/evaluate/vs_k/hnr_db.csv")
+    assert hnr.columns.tolist() == ["k", "direct", "inverse_transform", "temporal", "temporal_hold"]
+    assert hnr["k"].tolist() == KS
+    assert hnr["direct"].tolist() == [2.5, 2.5]
+    assert math.isnan(hnr.loc[0, "temporal_hold"])  # K=2 sampled no hold clips: an empty cell
+    assert hnr.loc[1, "temporal_hold"] == pytest.approx((11 + 12 + 11 + 12 - 6) / 6)
+    assert (root / "metrics/evaluate/vs_k/valid_share.csv").is_file()
+    for name in ("metric_vs_k.png", "model_selection.png", "weight_vs_validity.png"):
+        assert (root / "reports/evaluate" / name).stat().st_size > 1000
+
+
+def test_stage_logged_metrics_and_artifacts_to_mlflow(project):
+    import mlflow
+
+    root, _ = project
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'evaluate'")
+    assert len(runs) == 1
+    assert runs.loc[0, "metrics.recommended_k"] == 3
+    assert runs.loc[0, "metrics.per_k.k3.n_invalid_clusters"] == 1
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs.loc[0, "run_id"], "evaluate")}
+    assert "evaluate/comparison.md" in artifacts and "evaluate/weight_vs_validity.png" in artifacts
+
+
+def test_reasons_group_checks_whose_values_differ():
+    reasons = ["hnr_db -3.1 < 5; f0_rpa 0 < 0.5", "hnr_db -2.9 < 5", ""]
+    assert summarise_reasons(reasons, 4) == ("hnr_db failed in 2/4 clips (e.g. hnr_db -3.1 < 5); "
+                                             "f0_rpa 0 < 0.5 in 1/4 clips; no reason given in 1/4 clips")
+
+
+def test_missing_clips_of_a_listed_k_is_an_error(tmp_path):
+    from pipeline.evaluation import load_clips
+
+    with pytest.raises(FileNotFoundError, match="run sample@4"):
+        load_clips(tmp_path / "samples", [4])

@@ -1,0 +1,127 @@
+"""report: a static page whose every image and audio link resolves on disk, invalid clusters marked."""
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import yaml
+
+from stages import evaluate, report
+from test_evaluate import KS, STALE_K, make_project
+
+
+class PageIndex(HTMLParser):
+    """Media links, anchors, K sections and cluster blocks (with their text) of one page."""
+
+    def __init__(self):
+        super().__init__()
+        self.media: list[tuple[str, str]] = []  # (tag, src)
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+        self.k_sections: list[str] = []
+        self.invalid_blocks: dict[str, str] = {}  # id -> text inside
+        self._block: str | None = None
+        self._depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        classes = (attrs.get("class") or "").split()
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag in ("img", "audio"):
+            self.media.append((tag, attrs["src"]))
+        if tag == "a" and attrs.get("href", "").startswith("#"):
+            self.links.append(attrs["href"][1:])
+        if tag == "details" and "k" in classes:
+            self.k_sections.append(attrs["id"])
+        if tag == "div":
+            if self._block is not None:
+                self._depth += 1
+            elif {"cluster", "invalid"} <= set(classes):
+                self._block, self._depth = attrs["id"], 0
+                self.invalid_blocks[self._block] = ""
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self._block is not None:
+            if self._depth == 0:
+                self._block = None
+            else:
+                self._depth -= 1
+
+    def handle_data(self, data):
+        if self._block is not None:
+            self.invalid_blocks[self._block] += data
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    make_project(root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        evaluate.main()
+        report.main()
+    index = PageIndex()
+    index.feed((root / "reports/index.html").read_text(encoding="utf-8"))
+    return root, index
+
+
+def test_every_image_and_audio_link_exists_on_disk(page):
+    root, index = page
+    pages_dir = root / "reports"
+    tags = {tag for tag, _ in index.media}
+    assert tags == {"img", "audio"}
+    for tag, src in index.media:
+        assert not src.startswith(("/", "http:", "https:", "file:")), src
+        assert (pages_dir / unquote(src)).resolve().is_file(), f"<{tag}> {src} does not exist"
+    # 30 clips (spectrogram + audio each) and the three figures of evaluate
+    assert len(index.media) == 2 * 30 + 3
+
+
+def test_each_listed_k_has_a_section_and_the_stale_k_none(page):
+    root, index = page
+    assert index.k_sections == [f"k{k}" for k in KS]
+    html = (root / "reports/index.html").read_text(encoding="utf-8")
+    assert f"samples/k{STALE_K}" not in html and f"K = {STALE_K}" not in html
+    assert "Recommended K = 3" in html
+
+
+def test_invalid_cluster_is_marked_with_its_reason_in_every_method(page):
+    _, index = page
+    assert sorted(index.invalid_blocks) == ["k3-inverse_transform-c2", "k3-temporal-c2", "k3-temporal_hold-c2"]
+    for text in index.invalid_blocks.values():
+        assert "INVALID" in text and "hnr_db -3.0 < 5.0 in 6/6 clips" in text and "weight 0.05" in text
+    assert all(link in index.ids for link in index.links)  # the invalid-clusters table links to its block
+
+
+def test_only_the_recommended_k_starts_open_by_default(page):
+    root, _ = page
+    html = (root / "reports/index.html").read_text(encoding="utf-8")
+    assert '<details class="k" id="k3" open>' in html and '<details class="k" id="k2">' in html
+
+
+def test_report_refuses_results_of_other_ks(page, monkeypatch):
+    root, _ = page
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    changed = root / "changed"
+    changed.mkdir()
+    (changed / "params.yaml").write_text(yaml.safe_dump({**params, "gmm": {"n_components": [2, 3, 4]}}))
+    for name in ("metrics", "reports", "samples"):
+        (changed / name).symlink_to(root / name)
+    monkeypatch.chdir(changed)
+    with pytest.raises(SystemExit, match=r"covers K=\[2, 3\] but gmm.n_components is \[2, 3, 4\]"):
+        report.main()
+
+
+def test_page_was_logged_to_mlflow(page):
+    import mlflow
+
+    root, _ = page
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'report'")
+    assert len(runs) == 1
+    paths = {Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(runs.loc[0, "run_id"], "report")}
+    assert {"index.html", "evaluate"} <= paths
