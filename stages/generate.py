@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     gmm = load_mixture(mixture_dir)
     if args.cluster is not None and not 0 <= args.cluster < args.k:
         sys.exit(f"generate: --cluster must be in [0, {args.k}), got {args.cluster}")
-    from pipeline.model import load_synthesizer  # deferred: TensorFlow loads only once arguments are valid
+    from pipeline.model.synthesizer import load_synthesizer  # deferred: TensorFlow loads only once arguments are valid
 
     synth = load_synthesizer(root / params.train.model_dir)
     spec = DatasetSpec.load(root / params.prepare.out_dir)

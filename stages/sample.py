@@ -78,7 +78,7 @@ def summarise(clips: pd.DataFrame) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.model import load_synthesizer  # deferred: TensorFlow loads only once params are valid
+    from pipeline.model.synthesizer import load_synthesizer  # deferred: TensorFlow loads only once params are valid
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, required=True, help="cluster count; must be listed in gmm.n_components")
