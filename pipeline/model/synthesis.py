@@ -1,0 +1,135 @@
+"""The trained model's two halves used on their own: audio -> z, and (f0, loudness, z) -> audio.
+
+Decoding runs the decoder and the processor group with no input audio, the way the sampling stage
+generates sound. Contours may have any length and frame rate: they are resampled to the decoder's
+frame rate with ddsp's ``core.resample`` (as ``F0LoudnessPreprocessor`` does) and scaled with
+ddsp's ``scale_f0_hz`` / ``scale_db``; z, at whatever rate it comes (the encoder's native rate
+included), is resampled to the same frames, as ddsp's ``ZEncoder.expand_z`` does in training.
+
+:func:`encode_z` and :func:`synthesize` work eagerly on any model; :class:`Synthesizer` is the
+saved model as later stages use it (numpy in and out, compiled once per input shape).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.compat import import_ddsp
+from pipeline.model.build import HARMONIC, NOISE
+from pipeline.model.store import load_model, read_config
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """Decoder output as numpy: the mix, its harmonic and noise parts, and the synth controls."""
+
+    audio: np.ndarray  # [batch, n_samples]
+    harmonic: np.ndarray  # [batch, n_samples], before reverb
+    noise: np.ndarray  # [batch, n_samples], before reverb
+    controls: dict[str, np.ndarray]  # [batch, decoder frames, ...]
+
+
+def encode_z(model, batch: dict) -> tf.Tensor:
+    """z [batch, z_time_steps, z_dims] at the encoder's native frame rate (before ddsp upsamples it)."""
+    return model.encoder.compute_z(tf.convert_to_tensor(batch["audio"], tf.float32))
+
+
+def synthesize(model, f0_hz, loudness_db, z, frame_rate: float) -> Synthesis:
+    """Decode contours sampled at ``frame_rate`` Hz ([batch, frames] or [frames]) and z [batch, t, z_dims]."""
+    return _to_numpy(decoder_outputs(model, f0_hz, loudness_db, z, frame_rate))
+
+
+def decode(model, f0_hz, loudness_db, z, frame_rate: float) -> np.ndarray:
+    """Audio [batch, n_samples] from f0 (Hz), loudness (dB) and z, with no input audio."""
+    return synthesize(model, f0_hz, loudness_db, z, frame_rate).audio
+
+
+def decoder_outputs(model, f0_hz, loudness_db, z, frame_rate: float) -> dict[str, tf.Tensor]:
+    """Tensors: ``audio``, ``harmonic``, ``noise`` and the synth controls."""
+    features = decoder_features(model, f0_hz, loudness_db, z, frame_rate)
+    features.update(model.decoder(features, training=False))
+    hop = round(model.preprocessor.sample_rate / model.preprocessor.frame_rate)
+    with _synth_length(model.processor_group, int(features["f0_hz"].shape[1]) * hop):
+        outputs = model.processor_group(features, return_outputs_dict=True)
+    dag = outputs["controls"]
+    # each processor's entry is {"signal": audio, "controls": what its get_controls returned}
+    controls = dict(dag[HARMONIC]["controls"])
+    controls["noise_magnitudes"] = dag[NOISE]["controls"]["magnitudes"]
+    return {"audio": outputs["signal"], "harmonic": dag[HARMONIC]["signal"], "noise": dag[NOISE]["signal"],
+            "controls": controls}
+
+
+def decoder_features(model, f0_hz, loudness_db, z, frame_rate: float) -> dict[str, tf.Tensor]:
+    """The decoder's inputs: f0/loudness at its frame rate, scaled as ddsp's preprocessor does, and z."""
+    ddsp = import_ddsp()
+    preprocessing, core = ddsp.training.preprocessing, ddsp.core
+    f0_hz = preprocessing.at_least_3d(tf.convert_to_tensor(f0_hz, tf.float32))
+    loudness_db = preprocessing.at_least_3d(tf.convert_to_tensor(loudness_db, tf.float32))
+    frames = max(1, round(int(f0_hz.shape[1]) * model.preprocessor.frame_rate / frame_rate))
+    f0_hz, loudness_db = core.resample(f0_hz, frames), core.resample(loudness_db, frames)
+    z = tf.convert_to_tensor(z, tf.float32)
+    z = z[tf.newaxis] if len(z.shape) == 2 else z
+    return {"f0_hz": f0_hz, "loudness_db": loudness_db, "z": core.resample(z, frames),
+            "f0_scaled": preprocessing.scale_f0_hz(f0_hz), "ld_scaled": preprocessing.scale_db(loudness_db)}
+
+
+class Synthesizer:
+    """A trained autoencoder for generation: contours at the dataset's frame rate, z at its native rate."""
+
+    def __init__(self, model, sample_rate: int, frame_rate: int, n_z_frames: int):
+        self.model = model
+        self.sample_rate = sample_rate
+        self.frame_rate = frame_rate
+        self.n_z_frames = n_z_frames
+        self._decode = tf.function(functools.partial(decoder_outputs, model, frame_rate=frame_rate))
+        self._encode = tf.function(lambda audio: encode_z(model, {"audio": audio}))
+
+    def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """[b, frames] contours + z [b, t, z_dims] -> (audio, harmonic, noise), each [b, n_samples]."""
+        out = self.decode(f0_hz, loudness_db, z)
+        return out.audio, out.harmonic, out.noise
+
+    def decode(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray) -> Synthesis:
+        return _to_numpy(self._decode(np.asarray(f0_hz, np.float32), np.asarray(loudness_db, np.float32),
+                                      np.asarray(z, np.float32)))
+
+    def encode(self, audio: np.ndarray, f0_hz: np.ndarray | None = None, loudness_db: np.ndarray | None = None
+               ) -> np.ndarray:
+        """z [b, n_z_frames, z_dims] of audio [b, n_samples] (the encoder reads audio only)."""
+        return self._encode(np.asarray(audio, np.float32)).numpy()
+
+
+def load_synthesizer(model_dir: str | Path) -> Synthesizer:
+    """The model saved by the train stage, ready to generate."""
+    train, spec = read_config(model_dir)
+    return Synthesizer(load_model(model_dir), spec.sample_rate, spec.frame_rate, train.z_time_steps)
+
+
+def _to_numpy(outputs: dict) -> Synthesis:
+    return Synthesis(audio=outputs["audio"].numpy(), harmonic=outputs["harmonic"].numpy(),
+                     noise=outputs["noise"].numpy(),
+                     controls={name: value.numpy() for name, value in outputs["controls"].items()})
+
+
+@contextlib.contextmanager
+def _synth_length(processor_group, n_samples: int):
+    """ddsp's synths fix their output length at construction; decode any length by setting it per call.
+
+    Inside a tf.function this runs at trace time, and the trace is keyed by the input shapes that
+    determine the length, so each compiled length keeps its own correct value.
+    """
+    synths = [p for p in processor_group.processors if hasattr(p, "n_samples")]
+    saved = [p.n_samples for p in synths]
+    for synth in synths:
+        synth.n_samples = n_samples
+    try:
+        yield
+    finally:
+        for synth, length in zip(synths, saved):
+            synth.n_samples = length

@@ -1,0 +1,68 @@
+"""DVC stage ``train``: train the DDSP autoencoder from params.yaml's ``train`` section.
+
+Run as ``python -m stages.train``. Reads the prepared data (``prepare.out_dir``). Outs:
+``train.model_dir`` (weights + config.json + held-out reconstructions), ``metrics/train.json``
+(held-out metrics of the untrained and the trained model), ``metrics/train_loss.csv`` (loss curve).
+Checkpoints go to ``train.checkpoint_dir``, which is deliberately not a DVC out: DVC deletes outs
+before rerunning a stage, and a killed run must find its checkpoints to resume.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pipeline  # noqa: F401  (legacy Keras before TensorFlow loads)
+import tensorflow as tf
+
+from pipeline.config import load_params, project_root
+from pipeline.fsutil import staged_dir, write_json_atomic
+from pipeline.model.build import build_autoencoder, resolve_for_dataset
+from pipeline.model.data import train_batches
+from pipeline.model.distribute import is_chief, make_strategy, use_mixed_precision
+from pipeline.model.evaluate import Evaluator
+from pipeline.model.reconstructions import write_reconstructions
+from pipeline.model.store import placeholder_batch, write_model
+from pipeline.model.train import LOSS_LOG, Trainer, untrained_metrics
+from pipeline.tfrecord import DatasetSpec
+
+METRICS_FILE = "metrics/train.json"
+LOSS_PLOT_FILE = "metrics/train_loss.csv"
+RECONSTRUCTIONS = "reconstructions"
+
+
+def main() -> None:
+    params = load_params()
+    root = project_root()
+    data_dir = root / params.prepare.out_dir
+    spec = DatasetSpec.load(data_dir)
+    train = resolve_for_dataset(params.train, spec)
+
+    tf.keras.utils.set_random_seed(params.seed)
+    mixed = use_mixed_precision(train.mixed_precision)
+    trainer = Trainer(lambda: build_autoencoder(train, spec), train, make_strategy(train.strategy),
+                      root / train.checkpoint_dir, mixed)
+    trainer.build(placeholder_batch(spec, train.batch_size))
+    start = trainer.restore()
+    print(f"train: resuming from step {start} in {trainer.checkpoint_dir}" if start else
+          f"train: starting at step 0 (no checkpoint in {trainer.checkpoint_dir})", flush=True)
+    evaluator = Evaluator(data_dir, spec, train.eval_examples, fmin_hz=params.prepare.f0.fmin_hz,
+                          fmax_hz=params.prepare.f0.fmax_hz)
+    untrained = untrained_metrics(trainer, start, evaluator)
+    # a resumed run reshuffles from a new seed rather than replaying the first batches
+    steps = trainer.fit(train_batches(data_dir, spec, train.batch_size, seed=params.seed + start))
+    if not is_chief():
+        return
+    trained = evaluator(trainer.model)
+
+    with staged_dir(root / train.model_dir) as staging:
+        write_model(trainer.model, staging, train, spec)
+        write_reconstructions(staging / RECONSTRUCTIONS, *evaluator.reconstruct(trainer.model, train.n_reconstructions),
+                              sample_rate=spec.sample_rate)
+    write_json_atomic(root / METRICS_FILE, {"steps": steps, "untrained": untrained, "trained": trained})
+    shutil.copyfile(trainer.checkpoint_dir / LOSS_LOG, root / LOSS_PLOT_FILE)
+    # Tracking goes here: pipeline.tracking logs the resolved train params, both metric sets, the
+    # loss curve and the reconstructions (WAV + PNG) of this run.
+    print(f"train: {steps} steps; held-out untrained {untrained} -> trained {trained}; model in {root / train.model_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The autoencoder: config validation, training, resume after kill -9, save/load, decoding.
+
+Tiny models on 1 s synthetic tones keep this file to a few minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.config import MFCC_ENCODER_HOPS, TRAIN_PRESETS, ConfigError, TrainParams, parse_params
+from pipeline.tfrecord import DatasetSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPEC = DatasetSpec(sample_rate=16000, frame_rate=250, example_secs=1.0, f0_method="swift")
+TINY = dict(decoder_frame_rate=50, z_dims=4, z_time_steps=32, encoder_rnn_channels=16, decoder_rnn_channels=32,
+            decoder_fc_channels=32, decoder_layers=1, n_harmonics=16, n_noise_bands=8, reverb=True,
+            reverb_length=800, fft_sizes=[512, 128], batch_size=4, learning_rate=3e-3, eval_examples=4)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from pipeline.model.synthetic import write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("prepared"), SPEC, n_train=12, n_eval=4, seed=3)
+
+
+def tiny(**overrides) -> TrainParams:
+    return TrainParams(**{**TINY, **overrides})
+
+
+# --- config --------------------------------------------------------------------------------------
+
+def test_null_keys_take_the_preset_value_and_overrides_win():
+    resolved = parse_params({"train": {"preset": "paper", "steps": 7, "n_harmonics": None}}).train.resolved()
+    assert resolved.steps == 7
+    assert resolved.n_harmonics == TRAIN_PRESETS["paper"]["n_harmonics"] == 100
+    assert resolved.encoder_rnn_channels == 512 and resolved.fft_sizes == [2048, 1024, 512, 256, 128, 64]
+    assert all(value is not None for value in resolved.model_dump().values())
+
+
+def test_invalid_z_time_steps_names_the_key_and_the_allowed_values():
+    with pytest.raises(ConfigError) as err:
+        parse_params({"train": {"z_time_steps": 100}})
+    message = str(err.value)
+    assert "train.z_time_steps" in message and "[63, 125, 250, 500, 1000]" in message
+    # the allowed set follows the example length: 1 s examples give other frame counts
+    with pytest.raises(ConfigError, match=r"train\.z_time_steps.*\[16, 32, 63, 125, 250\]"):
+        parse_params({"prepare": {"example_secs": 1.0}, "train": {"z_time_steps": 1000}})
+
+
+def test_invalid_preset_names_the_key():
+    with pytest.raises(ConfigError, match=r"train\.preset.*'cpu' or 'paper'"):
+        parse_params({"train": {"preset": "gpu"}})
+
+
+def test_config_checked_against_the_prepared_data():
+    from pipeline.model.build import resolve_for_dataset
+
+    with pytest.raises(ConfigError, match=r"train\.z_time_steps"):
+        resolve_for_dataset(TrainParams(z_time_steps=125 * 8), SPEC)
+
+
+def test_z_frame_table_matches_ddsp_encoder(dataset):
+    """Our table of ddsp's hops is ddsp's, and the encoder really gives z_time_steps frames."""
+    import tensorflow as tf
+
+    from pipeline.compat import import_ddsp
+    from pipeline.model.build import build_autoencoder
+
+    encoders = import_ddsp().training.encoders
+    for key, hop in MFCC_ENCODER_HOPS.items():
+        spec = encoders.MfccTimeDistributedRnnEncoder(z_time_steps=key).z_audio_spec[str(key)]
+        assert spec["fft_size"] * (1 - spec["overlap"]) == hop
+    for z_time_steps in (16, 63):
+        model = build_autoencoder(tiny(z_time_steps=z_time_steps), SPEC)
+        z = model.encoder.compute_z(tf.zeros([2, SPEC.n_samples]))
+        assert z.shape == (2, z_time_steps, TINY["z_dims"])
+
+
+# --- training ------------------------------------------------------------------------------------
+
+def test_loss_falls_on_a_repeated_batch(dataset, tmp_path):
+    import tensorflow as tf
+
+    from pipeline.model.build import build_autoencoder
+    from pipeline.model.data import train_batches
+    from pipeline.model.train import LOSS_LOG, Trainer
+
+    tf.keras.utils.set_random_seed(0)
+    train = tiny(steps=30, checkpoint_every=30)
+    batch = next(iter(train_batches(dataset, SPEC, train.batch_size, seed=0)))
+    trainer = Trainer(lambda: build_autoencoder(train, SPEC), train, tf.distribute.get_strategy(), tmp_path)
+    trainer.build(batch)
+    assert trainer.restore() == 0
+    assert trainer.fit(tf.data.Dataset.from_tensors(batch).repeat()) == 30
+    with (tmp_path / LOSS_LOG).open() as handle:
+        rows = list(csv.DictReader(handle))
+    losses = [float(row["loss"]) for row in rows]
+    assert [int(row["step"]) for row in rows] == list(range(1, 31))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-30")
+
+
+def _project(tmp_path: Path, dataset: Path, steps: int, checkpoint_every: int) -> Path:
+    params = {"seed": 5, "prepare": {"out_dir": str(dataset), "example_secs": SPEC.example_secs},
+              "train": {**TINY, "steps": steps, "checkpoint_every": checkpoint_every, "n_reconstructions": 1}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def _run_stage(project: Path, kill_after_checkpoint: bool = False) -> str:
+    """Run ``python -m stages.train`` in ``project``; optionally kill -9 it once a checkpoint exists."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    with open(project / "stage.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        index = project / "models" / "checkpoints" / "checkpoint"
+        while kill_after_checkpoint and process.poll() is None and not index.exists():
+            time.sleep(0.1)
+        if kill_after_checkpoint:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=600)
+    output = (project / "stage.log").read_text()
+    if not kill_after_checkpoint:
+        assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def test_resume_after_kill_continues_from_the_checkpoint(dataset, tmp_path):
+    import tensorflow as tf
+
+    project = _project(tmp_path, dataset, steps=300, checkpoint_every=25)
+    first = _run_stage(project, kill_after_checkpoint=True)
+    checkpoints = project / "models" / "checkpoints"
+    killed_at = int(tf.train.latest_checkpoint(str(checkpoints)).rsplit("-", 1)[1])
+    assert 25 <= killed_at < 300, first[-2000:]
+    assert not (project / "models" / "autoencoder").exists()
+
+    second = _run_stage(project)
+    assert f"resuming from step {killed_at}" in second
+    metrics = json.loads((project / "metrics" / "train.json").read_text())
+    assert metrics["steps"] == 300
+    assert set(metrics["untrained"]) == set(metrics["trained"]) == {
+        "loudness_l1_db", "f0_l1_cents", "f0_rpa", "f0_outlier_ratio", "spectral_distance"}
+    with (project / "metrics" / "train_loss.csv").open() as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle)]
+    assert steps == list(range(1, 301))  # the counter continued: no step lost from the log, none repeated
+    model_dir = project / "models" / "autoencoder"
+    assert {p.name for p in (model_dir / "reconstructions").iterdir()} == {
+        "example_00.png", "example_00_original.wav", "example_00_resynthesis.wav"}
+    assert json.loads((model_dir / "config.json").read_text())["train"]["steps"] == 300
+
+
+# --- the saved model and its halves --------------------------------------------------------------
+
+def test_load_model_round_trip_gives_identical_outputs(dataset, tmp_path):
+    import tensorflow as tf
+
+    from pipeline.model.build import build_autoencoder
+    from pipeline.model.data import ordered_batches
+    from pipeline.model.store import load_model, write_model
+    from pipeline.model.synthesis import encode_z, synthesize
+
+    tf.keras.utils.set_random_seed(1)
+    train = tiny()
+    model = build_autoencoder(train, SPEC)
+    batch = next(iter(ordered_batches(dataset, "eval", SPEC, 2)))
+    features = {key: batch[key] for key in ("audio", "f0_hz", "loudness_db")}
+    model(dict(features), training=False)
+    write_model(model, tmp_path / "model", train, SPEC)
+    loaded = load_model(tmp_path / "model")
+
+    def outputs(m):
+        tf.random.set_seed(7)  # the filtered-noise synth draws noise: same seed, same draw
+        return m(dict(features), training=False)["audio_synth"].numpy()
+
+    np.testing.assert_array_equal(outputs(model), outputs(loaded))
+    np.testing.assert_array_equal(encode_z(model, features).numpy(), encode_z(loaded, features).numpy())
+    z = encode_z(model, features)
+    a = synthesize(model, batch["f0_hz"], batch["loudness_db"], z, SPEC.frame_rate)
+    b = synthesize(loaded, batch["f0_hz"], batch["loudness_db"], z, SPEC.frame_rate)
+    np.testing.assert_array_equal(a.harmonic, b.harmonic)
+    for name in a.controls:
+        np.testing.assert_array_equal(a.controls[name], b.controls[name])
+
+
+def test_decode_any_length_with_separate_harmonic_and_noise(tmp_path):
+    import tensorflow as tf
+
+    from pipeline.model.build import build_autoencoder
+    from pipeline.model.store import placeholder_batch, write_model
+    from pipeline.model.synthesis import decode, load_synthesizer
+
+    train = tiny(reverb=False)
+    model = build_autoencoder(train, SPEC)
+    model(placeholder_batch(SPEC), training=False)
+    write_model(model, tmp_path, train, SPEC)
+    synth = load_synthesizer(tmp_path)
+    assert (synth.sample_rate, synth.frame_rate, synth.n_z_frames) == (16000, 250, 32)
+
+    frames = 3 * SPEC.frame_rate  # 3 s, three times the training example length
+    f0 = np.full([2, frames], 220.0, np.float32)
+    loudness = np.full([2, frames], -30.0, np.float32)
+    z = np.random.default_rng(0).normal(size=[2, 3 * synth.n_z_frames, TINY["z_dims"]]).astype(np.float32)
+    audio, harmonic, noise = synth.synthesize(f0, loudness, z)
+    assert audio.shape == harmonic.shape == noise.shape == (2, 3 * SPEC.sample_rate)
+    np.testing.assert_allclose(audio, harmonic + noise, atol=1e-6)  # no reverb: the mix is the sum
+    assert synth.encode(audio).shape == (2, 3 * synth.n_z_frames, TINY["z_dims"])
+    # the eager helper agrees in length, and the model keeps its training length afterwards
+    assert decode(model, f0[:1], loudness[:1], z[:1], SPEC.frame_rate).shape == (1, 3 * SPEC.sample_rate)
+    assert model.processor_group.harmonic.n_samples == SPEC.n_samples
+    assert tf.reduce_all(tf.math.is_finite(audio))
