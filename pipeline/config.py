@@ -76,8 +76,11 @@ class BeamParams(_Section):
     configured through ``options`` (plain Beam command-line flags)."""
 
     runner: str = "local"
-    mode: Literal["in_memory", "multi_threading", "multi_processing"] = "multi_processing"
-    num_workers: Annotated[int, Field(ge=1, le=256)] = 2
+    # in_memory by default: each multi_processing worker spends ~25 s importing TF + ddsp, which only
+    # pays off above ~1.5 h of audio (bench/README.md). multi_threading is not offered: it lost
+    # examples between Beam's counters and the written shards in benchmarks.
+    mode: Literal["in_memory", "multi_processing"] = "in_memory"
+    num_workers: Annotated[int, Field(ge=1, le=256)] = 1
     options: list[str] = []
 
 

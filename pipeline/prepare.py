@@ -235,6 +235,17 @@ def _check_usable(stats: dict, rejected: list[dict], eval_fraction: float) -> No
         raise PrepareFailed("the train split is empty: add audio files or lower prepare.eval_fraction")
 
 
+def _check_written(folder: Path, stats: dict) -> None:
+    """Every example the pipeline emitted is in the shards (a runner must never drop records silently)."""
+    import tensorflow as tf
+
+    for split in SPLITS:
+        written = sum(1 for path in sorted(folder.glob(f"{split}.tfrecord-*")) for _ in tf.data.TFRecordDataset(str(path)))
+        if written != stats[f"examples_{split}"]:
+            raise PrepareFailed(f"the {split} shards hold {written} examples but the pipeline emitted "
+                                f"{stats[f'examples_{split}']}: the Beam runner lost records")
+
+
 def run_prepare(params: PrepareParams, audio_dir: Path, out_dir: Path, seed: int) -> dict:
     """Run the Beam pipeline; publish ``out_dir`` atomically; return the stats + rejection report."""
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
@@ -250,6 +261,7 @@ def run_prepare(params: PrepareParams, audio_dir: Path, out_dir: Path, seed: int
         chunk_stats = _read_jsonl(staging / "chunks.jsonl")
         stats = summarise(files, chunk_stats, rejected)
         _check_usable(stats, rejected, params.eval_fraction)
+        _check_written(staging, stats)
         (staging / "chunks.jsonl").unlink()
         (staging / "rejected.jsonl").unlink()
         DatasetSpec(params.sample_rate, params.frame_rate, params.example_secs, params.f0.method).save(staging)

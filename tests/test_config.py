@@ -24,7 +24,7 @@ def test_repository_params_validate():
     ({"prepare": {"eval_fraction": 1.5}}, "prepare.eval_fraction"),
     ({"seed": -3}, "seed"),
     ({"corpus": {"n_files": 0}}, "corpus.n_files"),
-    ({"prepare": {"beam": {"mode": "threads"}}}, "prepare.beam.mode"),
+    ({"prepare": {"beam": {"mode": "multi_threading"}}}, "prepare.beam.mode"),
     ({"unknown_section": {}}, "unknown_section"),
 ])
 def test_bad_values_name_the_key(raw, key):

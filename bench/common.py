@@ -1,0 +1,75 @@
+"""Helpers shared by the benchmarks: a private corpus, timing, tables and the results file.
+
+Another job may be using the CPUs while a benchmark runs, so absolute seconds are noise: every
+figure a benchmark reports is a ratio against a baseline measured in the same run, and the load
+average before and after is recorded beside the numbers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pipeline  # noqa: F401  (legacy-Keras switch before anything imports TensorFlow)
+from pipeline.config import CorpusParams
+from pipeline.corpus import render_corpus
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def render_bench_corpus(out_dir: Path, n_files: int, secs: float, seed: int) -> list[Path]:
+    """Our own piano corpus (WAV + ground truth), so the project's data/ is never touched."""
+    render_corpus(CorpusParams(n_files=n_files, file_secs=secs), seed, out_dir, progress=False)
+    return sorted(out_dir.glob("*.wav"))
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def median(values) -> float:
+    return float(statistics.median(values))
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
+            "commit": commit, "load_average_start": load_average()}
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = lambda r: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def write_results(name: str, payload: dict, info: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    info = {**info, "load_average_end": load_average(),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"machine": info, **payload}, indent=2) + "\n")
+    return path
