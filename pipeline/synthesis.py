@@ -21,6 +21,7 @@ from pipeline.conditioning import Conditioning
 from pipeline.generate import ClipPlan, draw_z
 from pipeline.metrics import MfccStats, clip_metrics, is_valid
 from pipeline.plots import plot_example
+from pipeline.sampling import make_rng
 
 CLIPS_FILE = "clips.csv"
 CLIP_DIR = "clips"
@@ -31,9 +32,11 @@ class Synthesizer(Protocol):
     frame_rate: int
     n_z_frames: int
 
-    def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray
+    def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray, seed: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """[b, n_frames] controls + z [b, n_z_frames, d] -> (audio, harmonic, noise), each [b, n_samples]."""
+        """[b, n_frames] controls + z [b, n_z_frames, d] -> (audio, harmonic, noise), each [b, n_samples].
+
+        ``seed`` fixes the synthesiser's own noise source, so the same inputs give the same audio."""
 
     def encode(self, audio: np.ndarray, f0_hz: np.ndarray, loudness_db: np.ndarray) -> np.ndarray:
         """[b, n_samples] audio + its controls -> z [b, n_z_frames, d]."""
@@ -66,12 +69,14 @@ def render_mixture(plans: list[ClipPlan], gmm: GaussianMixture, synth: Synthesiz
     (out_dir / CLIP_DIR).mkdir(parents=True, exist_ok=True)
     rows = []
     bar = tqdm(total=len(plans), desc=f"sample K={plans[0].k if plans else '?'}", unit="clip", disable=not progress)
-    for batch in _batches(plans, batch_size):
+    for batch_index, batch in enumerate(_batches(plans, batch_size)):
         conds = [conditionings[p.conditioning] for p in batch]
         draws = [draw_z(p, gmm, synth.n_z_frames, c, seed, rhos.get(p.cluster, 0.0)) for p, c in zip(batch, conds)]
         f0 = np.stack([c.f0_hz for c in conds])
         loudness = np.stack([c.loudness_db for c in conds])
-        audio, harmonic, noise = synth.synthesize(f0, loudness, np.stack([z for z, _ in draws]).astype(np.float32))
+        noise_seed = int(make_rng(seed, "noise", plans[0].k, batch_index).integers(2**31))
+        audio, harmonic, noise = synth.synthesize(f0, loudness, np.stack([z for z, _ in draws]).astype(np.float32),
+                                                  noise_seed)
         reencoded = synth.encode(audio, f0, loudness)
         for i, (plan, cond) in enumerate(zip(batch, conds)):
             row = _write_clip(plan, cond, audio[i], out_dir, synth)

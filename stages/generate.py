@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     plan = ClipPlan(args.k, args.method, args.cluster, cond.name)
     whole = Conditioning(cond.name, f0.reshape(-1), loudness.reshape(-1), np.ones(f0.size, bool), cond.onsets)
     z, _ = draw_z(plan, gmm, synth.n_z_frames * n_windows, whole, args.seed, rho=args.rho)
-    audio, _, _ = synth.synthesize(f0, loudness, z.reshape(n_windows, synth.n_z_frames, -1).astype(np.float32))
+    audio, _, _ = synth.synthesize(f0, loudness, z.reshape(n_windows, synth.n_z_frames, -1).astype(np.float32),
+                                   args.seed)
     audio = audio.reshape(-1)[: int(round(cond.n_frames / spec.frame_rate * spec.sample_rate))]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(args.out, np.clip(audio, -1, 1), spec.sample_rate, subtype="PCM_16")

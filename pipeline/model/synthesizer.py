@@ -21,8 +21,10 @@ class ModelSynthesizer:
         self.frame_rate = frame_rate
         self.n_z_frames = n_z_frames
 
-    def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray
+    def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray, seed: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # ddsp's FilteredNoise draws white noise from TF's global generator: reset it per call
+        tf.random.set_seed(seed)
         out = synthesize(self.model, np.asarray(f0_hz, np.float32), np.asarray(loudness_db, np.float32),
                          np.asarray(z, np.float32), self.frame_rate)
         return out.audio, out.harmonic, out.noise
