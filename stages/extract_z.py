@@ -6,8 +6,6 @@ data. Outs: ``extract_z.out_path`` (parquet, one row per native z frame; see
 """
 from __future__ import annotations
 
-import pipeline  # noqa: F401  (legacy Keras before TensorFlow loads)
-
 from pipeline.config import load_params, project_root
 from pipeline.fsutil import write_json_atomic
 from pipeline.model.extract import extract_z

@@ -21,7 +21,7 @@ from pipeline.model.distribute import is_chief, make_strategy, use_mixed_precisi
 from pipeline.model.evaluate import Evaluator
 from pipeline.model.reconstructions import write_reconstructions
 from pipeline.model.store import placeholder_batch, write_model
-from pipeline.model.train import LOSS_LOG, Trainer, untrained_metrics
+from pipeline.model.train import LOSS_LOG, Trainer, claim_checkpoint_dir, run_identity, untrained_metrics
 from pipeline.tfrecord import DatasetSpec
 
 METRICS_FILE = "metrics/train.json"
@@ -36,10 +36,14 @@ def main() -> None:
     spec = DatasetSpec.load(data_dir)
     train = resolve_for_dataset(params.train, spec)
 
+    checkpoint_dir = root / train.checkpoint_dir
+    if is_chief() and claim_checkpoint_dir(checkpoint_dir, run_identity(train, spec, data_dir, params.seed)):
+        print(f"train: {checkpoint_dir} held checkpoints of another configuration or data: removed", flush=True)
+
     tf.keras.utils.set_random_seed(params.seed)
     mixed = use_mixed_precision(train.mixed_precision)
-    trainer = Trainer(lambda: build_autoencoder(train, spec), train, make_strategy(train.strategy),
-                      root / train.checkpoint_dir, mixed)
+    trainer = Trainer(lambda: build_autoencoder(train, spec), train, make_strategy(train.strategy), checkpoint_dir,
+                      mixed)
     trainer.build(placeholder_batch(spec, train.batch_size))
     start = trainer.restore()
     print(f"train: resuming from step {start} in {trainer.checkpoint_dir}" if start else

@@ -10,13 +10,22 @@ A run killed at any point (kill -9 included) restarts from its newest checkpoint
 CheckpointManager writes the checkpoint files first and then replaces the ``checkpoint`` index
 file, so a half-written checkpoint is never the one restored. At most ``checkpoint_every`` steps
 are lost. The loss log lives beside the checkpoints and is cut back to the restored step.
+
+The checkpoint folder outlives DVC reruns on purpose, so it records which run it belongs to
+(``run.json``: the resolved train params that shape the model and its optimisation, the seed,
+and the prepared data). A run with another identity does not resume from it: the folder is
+cleared and training starts at step 0. Only run-length, placement and reporting keys (``steps``,
+``checkpoint_every``, ``strategy``, ...) may change between a run and its resumption, so raising
+``steps`` continues a finished run.
 """
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -25,10 +34,36 @@ from tqdm import tqdm
 
 from pipeline.config import TrainParams
 from pipeline.fsutil import write_json_atomic
+from pipeline.model.data import shard_files
 from pipeline.model.distribute import is_chief
+from pipeline.tfrecord import SPLITS, DatasetSpec
 
 LOSS_LOG = "loss.csv"
 UNTRAINED_METRICS = "untrained_metrics.json"
+RUN_FILE = "run.json"
+# keys a resumed run may change: how long and where to train and what to report, not what is trained
+RESUMABLE_KEYS = ("steps", "checkpoint_every", "keep_checkpoints", "n_reconstructions",
+                  "model_dir", "checkpoint_dir", "strategy", "jit_compile")
+
+
+def run_identity(train: TrainParams, spec: DatasetSpec, data_dir: str | Path, seed: int) -> dict:
+    """What checkpoints must share to be resumable: model and optimiser params, seed, and the data."""
+    shards = {Path(f).name: Path(f).stat().st_size for split in SPLITS for f in shard_files(data_dir, split)}
+    return {"train": train.resolved().model_dump(mode="json", exclude=set(RESUMABLE_KEYS)),
+            "seed": seed, "dataset": asdict(spec), "shards": shards}
+
+
+def claim_checkpoint_dir(checkpoint_dir: str | Path, identity: dict) -> bool:
+    """Make ``checkpoint_dir`` this run's; True if it held another run's checkpoints (now removed)."""
+    folder = Path(checkpoint_dir)
+    record = folder / RUN_FILE
+    stale = folder.exists() and any(folder.iterdir()) and (
+        not record.exists() or json.loads(record.read_text()) != identity)
+    if stale:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record, identity)
+    return stale
 
 
 class LossLog:
@@ -104,6 +139,7 @@ class Trainer:
                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         # every multi-worker task must save; only the chief's copy is kept
         self.checkpoint_dir = Path(checkpoint_dir if is_chief() else tempfile.mkdtemp(prefix="worker-ckpt-"))
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
                                                   max_to_keep=self.train.keep_checkpoints, step_counter=self.step)
