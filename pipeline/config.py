@@ -148,8 +148,8 @@ TRAIN_PRESETS: dict[str, dict] = {
     "cpu": dict(decoder_frame_rate=100, z_dims=16, z_time_steps=125, encoder_rnn_channels=128, decoder_rnn_channels=256,
                 decoder_fc_channels=128, decoder_layers=1, n_harmonics=40, n_noise_bands=33,
                 reverb=True, reverb_length=16000, fft_sizes=[1024, 256, 64],
-                batch_size=8, steps=2500, learning_rate=1e-3, lr_decay_steps=10000, lr_decay_rate=0.98,
-                grad_clip_norm=3.0, checkpoint_every=250, eval_examples=32, strategy="default",
+                batch_size=8, steps=300, learning_rate=1e-3, lr_decay_steps=10000, lr_decay_rate=0.98,
+                grad_clip_norm=3.0, checkpoint_every=50, eval_examples=32, strategy="default",
                 mixed_precision=False, jit_compile=True),
 }
 
