@@ -65,7 +65,8 @@ def main() -> None:
     shutil.copyfile(trainer.checkpoint_dir / LOSS_LOG, root / LOSS_PLOT_FILE)
     # Tracking goes here: pipeline.tracking logs the resolved train params, both metric sets, the
     # loss curve and the reconstructions (WAV + PNG) of this run.
-    print(f"train: {steps} steps; held-out untrained {untrained} -> trained {trained}; model in {root / train.model_dir}")
+    print(f"train: {steps} steps; held-out metrics untrained {untrained} -> trained {trained}; "
+          f"model in {root / train.model_dir}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def resolve_for_dataset(train: TrainParams, spec: DatasetSpec) -> TrainParams:
     """The resolved train params, checked against the prepared data actually on disk."""
     errors = train.example_errors(spec.sample_rate, spec.example_secs)
     if errors:
-        raise ConfigError("\n".join(f"train.{key}: {message} (prepared data: {spec})" for key, message in errors.items()))
+        raise ConfigError("\n".join(f"train.{key}: {message} (prepared data: {spec})"
+                                     for key, message in errors.items()))
     return train.resolved()
 
 

@@ -48,6 +48,3 @@ def ordered_batches(folder: str | Path, split: str, spec: DatasetSpec, batch_siz
         dataset = dataset.take(limit)
     return dataset.batch(batch_size).prefetch(2)
 
-
-def count_examples(folder: str | Path, split: str) -> int:
-    return sum(1 for _ in tf.data.TFRecordDataset(shard_files(folder, split)))

@@ -25,7 +25,6 @@ from pipeline.model.build import spectral_loss
 from pipeline.model.data import EVAL_KEYS, MODEL_KEYS, ordered_batches
 from pipeline.tfrecord import DatasetSpec
 
-METRIC_NAMES = ("loudness_l1_db", "f0_l1_cents", "f0_rpa", "f0_outlier_ratio", "spectral_distance")
 REFERENCE_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 RPA_CENTS, OUTLIER_CENTS = 50.0, 1200.0
 
@@ -79,7 +78,10 @@ class Evaluator:
     batch_size: int = 8
     fmin_hz: float = 30.0
     fmax_hz: float = 2000.0
-    _loss: object = field(default=None, init=False, repr=False)
+    _loss: object = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._loss = spectral_loss(REFERENCE_FFT_SIZES)
 
     def __call__(self, model) -> dict[str, float | None]:
         totals = FrameTotals()
@@ -109,8 +111,6 @@ class Evaluator:
         return sources, np.concatenate(originals), np.concatenate(resyntheses)
 
     def _score(self, totals: FrameTotals, batch: dict, resynthesis: tf.Tensor) -> None:
-        if self._loss is None:
-            self._loss = spectral_loss(REFERENCE_FFT_SIZES)
         size = len(batch["audio"])
         totals.examples += size
         totals.spectral_sum += float(self._loss(batch["audio"], resynthesis)) * size

@@ -36,8 +36,6 @@ from pipeline.model.synthesis import encode_z
 from pipeline.tfrecord import SPLITS, DatasetSpec
 
 EXTRACT_KEYS = ("audio", "f0_hz", "loudness_db", "source")
-
-
 ID_COLUMNS = [("example_id", pa.int64()), ("source", pa.string()), ("split", pa.string()),
               ("frame", pa.int32()), ("f0_hz", pa.float32()), ("loudness_db", pa.float32())]
 

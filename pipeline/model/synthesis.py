@@ -6,22 +6,20 @@ frame rate with ddsp's ``core.resample`` (as ``F0LoudnessPreprocessor`` does) an
 ddsp's ``scale_f0_hz`` / ``scale_db``; z, at whatever rate it comes (the encoder's native rate
 included), is resampled to the same frames, as ddsp's ``ZEncoder.expand_z`` does in training.
 
-:func:`encode_z` and :func:`synthesize` work eagerly on any model; :class:`Synthesizer` is the
-saved model as later stages use it (numpy in and out, compiled once per input shape).
+ddsp's FilteredNoise draws its noise from TensorFlow's global generator: call
+``tf.random.set_seed`` before decoding for a reproducible noise part. The sampling stage reaches
+these functions through :mod:`pipeline.model.synthesizer`.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from pipeline.compat import import_ddsp
 from pipeline.model.build import HARMONIC, NOISE
-from pipeline.model.store import load_model, read_config
 
 
 @dataclass(frozen=True)
@@ -78,39 +76,6 @@ def decoder_features(model, f0_hz, loudness_db, z, frame_rate: float) -> dict[st
             "f0_scaled": preprocessing.scale_f0_hz(f0_hz), "ld_scaled": preprocessing.scale_db(loudness_db)}
 
 
-class Synthesizer:
-    """A trained autoencoder for generation: contours at the dataset's frame rate, z at its native rate."""
-
-    def __init__(self, model, sample_rate: int, frame_rate: int, n_z_frames: int):
-        self.model = model
-        self.sample_rate = sample_rate
-        self.frame_rate = frame_rate
-        self.n_z_frames = n_z_frames
-        self._decode = tf.function(functools.partial(decoder_outputs, model, frame_rate=frame_rate))
-        self._encode = tf.function(lambda audio: encode_z(model, {"audio": audio}))
-
-    def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """[b, frames] contours + z [b, t, z_dims] -> (audio, harmonic, noise), each [b, n_samples]."""
-        out = self.decode(f0_hz, loudness_db, z)
-        return out.audio, out.harmonic, out.noise
-
-    def decode(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray) -> Synthesis:
-        return _to_numpy(self._decode(np.asarray(f0_hz, np.float32), np.asarray(loudness_db, np.float32),
-                                      np.asarray(z, np.float32)))
-
-    def encode(self, audio: np.ndarray, f0_hz: np.ndarray | None = None, loudness_db: np.ndarray | None = None
-               ) -> np.ndarray:
-        """z [b, n_z_frames, z_dims] of audio [b, n_samples] (the encoder reads audio only)."""
-        return self._encode(np.asarray(audio, np.float32)).numpy()
-
-
-def load_synthesizer(model_dir: str | Path) -> Synthesizer:
-    """The model saved by the train stage, ready to generate."""
-    train, spec = read_config(model_dir)
-    return Synthesizer(load_model(model_dir), spec.sample_rate, spec.frame_rate, train.z_time_steps)
-
-
 def _to_numpy(outputs: dict) -> Synthesis:
     return Synthesis(audio=outputs["audio"].numpy(), harmonic=outputs["harmonic"].numpy(),
                      noise=outputs["noise"].numpy(),
@@ -121,8 +86,8 @@ def _to_numpy(outputs: dict) -> Synthesis:
 def _synth_length(processor_group, n_samples: int):
     """ddsp's synths fix their output length at construction; decode any length by setting it per call.
 
-    Inside a tf.function this runs at trace time, and the trace is keyed by the input shapes that
-    determine the length, so each compiled length keeps its own correct value.
+    Inside a tf.function this runs at trace time; the trace is keyed by the input shapes that
+    determine the length, so each traced length keeps its own value.
     """
     synths = [p for p in processor_group.processors if hasattr(p, "n_samples")]
     saved = [p.n_samples for p in synths]

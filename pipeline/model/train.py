@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -75,30 +76,37 @@ class LossLog:
 
     def truncate_after(self, step: int) -> None:
         """Drop rows past ``step`` (written before a kill, after the checkpoint we resume from)."""
+        self._rows = []
         if not self.path.exists():
             return
         with self.path.open(newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
-        self._rows, kept = [], rows
-        self.path.unlink()
-        if kept:
-            self._write(kept)
+            reader = csv.DictReader(handle)
+            # a line cut short by a kill has missing fields: it goes too
+            kept = [row for row in reader if None not in row.values() and int(row["step"]) <= step]
+            fields = reader.fieldnames
+        if not fields:
+            self.path.unlink()
+            return
+        partial = self.path.with_name(self.path.name + ".partial")
+        with partial.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(partial, self.path)
 
     def append(self, row: dict) -> None:
         self._rows.append(row)
 
     def flush(self) -> None:
-        if self._rows:
-            self._write(self._rows)
-            self._rows = []
-
-    def _write(self, rows: list[dict]) -> None:
+        if not self._rows:
+            return
         new = not self.path.exists()
         with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(handle, fieldnames=list(self._rows[0]))
             if new:
                 writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(self._rows)
+        self._rows = []
 
 
 def make_optimizer(train: TrainParams, mixed_precision: bool) -> tf.keras.optimizers.Optimizer:
