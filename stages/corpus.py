@@ -4,10 +4,10 @@ Run as ``python -m stages.corpus``. Outs: ``corpus.out_dir``; metrics: ``metrics
 """
 from __future__ import annotations
 
-import json
-
 from pipeline.config import load_params, project_root
 from pipeline.corpus import render_corpus
+from pipeline.fsutil import write_json_atomic
+from pipeline.tracking import stage_run
 
 METRICS_FILE = "metrics/corpus.json"
 
@@ -19,11 +19,13 @@ def main() -> None:
     manifest = render_corpus(params.corpus, params.seed, out_dir, base_dir=root)
     metrics = {"n_files": len(manifest), "total_secs": float(manifest["seconds"].sum()),
                "n_notes": int(manifest["n_notes"].sum())}
-    metrics_path = root / METRICS_FILE
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json_atomic(root / METRICS_FILE, metrics)
     print(f"corpus: {metrics['n_files']} files, {metrics['total_secs'] / 60:.1f} min of audio, "
           f"{metrics['n_notes']} notes -> {out_dir}")
+    with stage_run("corpus", root, params.tracking) as run:
+        run.log_params({"seed": params.seed, "corpus": params.corpus.model_dump()})
+        run.log_metrics(metrics)
+        run.log_table(manifest, "manifest.json")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def main() -> None:
     summary = result.metrics["invalid_clusters"]
     print(f"evaluate: {len(clips)} clips over K={ks}; recommended K={result.recommended_k}; "
           f"{summary['n_invalid']} of {summary['n_clusters']} clusters invalid -> {root / REPORT_DIR}")
-    with stage_run("evaluate", root) as run:
+    with stage_run("evaluate", root, params.tracking) as run:
         run.log_params({"seed": params.seed, "ks": ks, "evaluate": params.evaluate.model_dump(),
                         "sample.min_hnr_db": params.sample.min_hnr_db,
                         "sample.min_f0_rpa": params.sample.min_f0_rpa})

@@ -11,6 +11,7 @@ from pipeline.fsutil import write_json_atomic
 from pipeline.model.extract import extract_z
 from pipeline.model.store import load_model, read_config
 from pipeline.tfrecord import DatasetSpec
+from pipeline.tracking import stage_run
 
 METRICS_FILE = "metrics/extract_z.json"
 
@@ -30,9 +31,11 @@ def main() -> None:
     metrics = {"rows": summary.rows, "examples": summary.examples, "z_dims": summary.z_dims,
                "z_time_steps": summary.z_time_steps, "frames_per_s": summary.frames_per_s}
     write_json_atomic(root / METRICS_FILE, metrics)
-    # Tracking goes here: pipeline.tracking logs these metrics for the run.
     print(f"extract_z: {summary.rows} z frames ({summary.z_dims} dims, {summary.frames_per_s:.0f} frames/s) "
           f"-> {root / params.extract_z.out_path}")
+    with stage_run("extract_z", root, params.tracking) as run:
+        run.log_params({"extract_z": params.extract_z.model_dump()})
+        run.log_metrics(metrics)
 
 
 if __name__ == "__main__":

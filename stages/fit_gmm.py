@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.config import GmmParams, load_params, project_root
+from pipeline.config import GmmParams, Params, load_params, project_root
 from pipeline.fsutil import staged_dir, write_json_atomic
 from pipeline.gmm import fit_mixture, mixture_metrics, save_mixture
-from pipeline.tracking import stage_run
+from pipeline.tracking import k_run
 from pipeline.ztable import subsample_rows, z_frames
 
 
@@ -53,11 +53,16 @@ def main(argv: list[str] | None = None) -> None:
     write_json_atomic(metrics_path(root, cfg, args.k), metrics)
     print(f"fit_gmm: K={args.k} bic={metrics['bic']:.1f} heldout_loglik={metrics['heldout_loglik']:.3f} "
           f"({metrics['n_iter']} EM iterations, {metrics['fit_secs']:.1f} s)")
-    with stage_run(f"fit_gmm@{args.k}", root, tags={"k": str(args.k)}) as run:
-        run.log_params({"seed": params.seed, "gmm": cfg.model_dump(exclude={"n_components"}), "k": args.k})
-        run.log_metrics({key: value for key, value in metrics.items() if key != "weights"})
-        run.log_metrics({f"weight_{i}": w for i, w in enumerate(metrics["weights"])})
-        run.log_artifact(mixture_dir(root, cfg, args.k), "mixture")
+    with k_run(args.k, root, params.tracking) as run:
+        log_mixture(run, params, args.k, metrics, mixture_dir(root, cfg, args.k))
+
+
+def log_mixture(run, params: Params, k: int, metrics: dict, folder: Path) -> None:
+    """The K run's mixture part: fit params, ``bic`` ... ``weight_<i>``, and the saved mixture."""
+    run.log_params({"seed": params.seed, "k": k, "gmm": params.gmm.model_dump(exclude={"n_components"})})
+    run.log_metrics({key: value for key, value in metrics.items() if key != "weights"})
+    run.log_metrics({f"weight_{i}": w for i, w in enumerate(metrics["weights"])})
+    run.log_artifact(folder, "mixture")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def main() -> None:
         print(f"prepare: rejected {rejected['source']}: {rejected['reason']} ({rejected['detail']})", file=sys.stderr)
     print(f"prepare: {stats['examples_train']} train / {stats['examples_eval']} eval examples from "
           f"{stats['files_used']} files ({stats['files_rejected']} rejected) -> {out_dir}")
-    with stage_run("prepare", root) as run:
+    with stage_run("prepare", root, params.tracking) as run:
         run.log_params({"seed": params.seed, "prepare": cfg.model_dump()})
         run.log_metrics(stats)
         run.log_artifact(out_dir / REPORT_FILE)

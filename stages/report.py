@@ -34,12 +34,12 @@ def main() -> None:
     if evaluated != ks:
         sys.exit(f"report: {METRICS_FILE} covers K={evaluated} but gmm.n_components is {ks}; run evaluate first")
     page_path = root / PAGE_FILE
+    samples = root / params.sample.out_dir
     page = Page(title=params.report.title, params=params_summary(params), recommended_k=summary["recommended_k"],
                 per_k=summary["per_k"], weight_summary=summary["invalid_clusters"],
                 comparison=pd.read_csv(root / REPORT_DIR / COMPARISON_CSV),
                 clusters=pd.read_csv(root / PLOTS_DIR / CLUSTERS_CSV),
-                clips=with_hrefs(load_clips(root / params.sample.out_dir, ks), root / params.sample.out_dir,
-                                 page_path.parent),
+                clips=with_hrefs(load_clips(samples, ks), samples, page_path.parent),
                 figures=[(caption, href(root / REPORT_DIR / name, page_path.parent)) for caption, name in FIGURES],
                 expand=params.report.expand)
     partial = page_path.with_name(page_path.name + ".partial")
@@ -47,12 +47,14 @@ def main() -> None:
     partial.write_text(render_page(page), encoding="utf-8")
     os.replace(partial, page_path)  # a crash never leaves a half-written page that looks complete
     print(f"report: {len(page.clips)} clips over K={ks} -> {page_path}")
-    with stage_run("report", root) as run:
+    with stage_run("report", root, params.tracking) as run:
         run.log_params({"report": params.report.model_dump(), "ks": ks})
         run.log_metrics({"recommended_k": page.recommended_k, "n_clips": len(page.clips)})
-        run.log_artifact(page_path, "report")
-        # beside the page as on disk, so its figure links resolve in the artifact store too
-        run.log_artifact(root / REPORT_DIR, "report/evaluate")
+        # the page and everything it links, at the same relative places as on disk, so the page
+        # opened from the artifact store shows its figures and plays its clips
+        run.log_artifact(page_path, page_path.parent.relative_to(root).as_posix())
+        for folder in (root / REPORT_DIR, *(samples / f"k{k}" / "clips" for k in ks)):
+            run.log_artifact(folder, folder.relative_to(root).as_posix())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ metrics); metrics: ``metrics/samples/k<K>.json`` (means per method).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from pipeline.metrics import MfccAccumulator, mfcc_frames
 from pipeline.sampling import estimate_rho, z_matrix
 from pipeline.synthesis import CLIPS_FILE, MeasureSettings, Thresholds, render_mixture
 from pipeline.tfrecord import DatasetSpec
-from pipeline.tracking import stage_run
+from pipeline.tracking import k_run
 from pipeline.ztable import read_z_table
+from stages.fit_gmm import log_mixture, metrics_path, mixture_dir
 
 METRIC_NAMES = ("f0_rpa", "f0_median_cents", "loudness_l1_db", "hnr_db", "spectral_flatness",
                 "timbre_consistency", "frechet_mfcc", "reencode_loglik")
@@ -107,10 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     write_json_atomic(root / "metrics/samples" / f"k{args.k}.json", summary)
     invalid = clips[~clips["valid"]]
     print(f"sample: K={args.k}: {len(clips)} clips, {len(invalid)} invalid -> {out_dir}")
-    with stage_run(f"sample@{args.k}", root, tags={"k": str(args.k)}) as run:
-        run.log_params({"seed": params.seed, "k": args.k, "sample": cfg.model_dump()})
-        run.log_metrics({f"{name}.{method}": value for method, values in summary.items()
-                         for name, value in values.items() if value is not None})
+    with k_run(args.k, root, params.tracking) as run:
+        # the mixture's part again (identical values), so the K run is complete when fit_gmm@K was cached
+        log_mixture(run, params, args.k, json.loads(metrics_path(root, params.gmm, args.k).read_text()),
+                    mixture_dir(root, params.gmm, args.k))
+        run.log_params({"sample": cfg.model_dump()})
+        run.log_metrics(summary)  # <method>.<metric>, the keys `dvc metrics show` prints
+        run.log_table(clips, "manifest.json")
         run.log_artifact(out_dir / CLIPS_FILE)
         run.log_artifact(out_dir / "clips", "clips")
 

@@ -21,8 +21,10 @@ from pipeline.model.distribute import is_chief, make_strategy, use_mixed_precisi
 from pipeline.model.evaluate import Evaluator
 from pipeline.model.reconstructions import write_reconstructions
 from pipeline.model.store import placeholder_batch, write_model
-from pipeline.model.train import LOSS_LOG, Trainer, claim_checkpoint_dir, run_identity, untrained_metrics
+from pipeline.model.train import (LOSS_LOG, Trainer, claim_checkpoint_dir, read_loss_log, run_identity,
+                                  untrained_metrics)
 from pipeline.tfrecord import DatasetSpec
+from pipeline.tracking import stage_run
 
 METRICS_FILE = "metrics/train.json"
 LOSS_PLOT_FILE = "metrics/train_loss.csv"
@@ -63,10 +65,15 @@ def main() -> None:
                               sample_rate=spec.sample_rate)
     write_json_atomic(root / METRICS_FILE, {"steps": steps, "untrained": untrained, "trained": trained})
     shutil.copyfile(trainer.checkpoint_dir / LOSS_LOG, root / LOSS_PLOT_FILE)
-    # Tracking goes here: pipeline.tracking logs the resolved train params, both metric sets, the
-    # loss curve and the reconstructions (WAV + PNG) of this run.
     print(f"train: {steps} steps; held-out metrics untrained {untrained} -> trained {trained}; "
           f"model in {root / train.model_dir}")
+    with stage_run("train", root, params.tracking) as run:
+        run.log_params({"seed": params.seed, "train": train.model_dump(mode="json")})
+        run.log_history(read_loss_log(root / LOSS_PLOT_FILE))
+        run.log_metrics({**trained, "untrained": untrained, "steps": steps})  # trained under the bare names
+        run.log_artifact(root / LOSS_PLOT_FILE)
+        run.log_artifact(root / train.model_dir / RECONSTRUCTIONS, RECONSTRUCTIONS)
+        run.log_artifact(root / train.model_dir, "model")
 
 
 if __name__ == "__main__":

@@ -123,5 +123,10 @@ def test_page_was_logged_to_mlflow(page):
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'report'")
     assert len(runs) == 1
-    paths = {Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(runs.loc[0, "run_id"], "report")}
+    client = mlflow.MlflowClient()
+    run_id = runs.loc[0, "run_id"]
+    paths = {Path(a.path).name for a in client.list_artifacts(run_id, "reports")}
     assert {"index.html", "evaluate"} <= paths
+    # every linked clip sits at the page's relative link inside the artifact store too
+    logged = {a.path for k in KS for a in client.list_artifacts(run_id, f"samples/k{k}/clips")}
+    assert logged and all(path.endswith((".wav", ".png")) for path in logged)

@@ -109,6 +109,12 @@ class LossLog:
         self._rows = []
 
 
+def read_loss_log(path: str | Path) -> list[dict]:
+    """The loss log's rows with numbers, as :class:`LossLog` wrote them."""
+    with Path(path).open(newline="") as handle:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
 def make_optimizer(train: TrainParams, mixed_precision: bool) -> tf.keras.optimizers.Optimizer:
     """ddsp's optimiser: Adam with exponential learning-rate decay (loss-scaled under float16)."""
     schedule = tf.keras.optimizers.schedules.ExponentialDecay(
