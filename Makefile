@@ -12,7 +12,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test bench lock clean-venv
+.PHONY: setup run test bench deploy lock clean-venv
 
 setup: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --python $(BIN)/python --no-deps -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps --compile-bytecode -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
@@ -29,6 +29,14 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Work pools + the deployments of prefect.yaml, on the Prefect server of PREFECT_API_URL. The nightly GPU
+# deployment runs the image GDDSP_IMAGE and logs to MLFLOW_TRACKING_URI (defaults below are placeholders).
+deploy: setup
+	$(BIN)/prefect work-pool create gpu-k8s --type kubernetes --base-job-template deploy/k8s-gpu-job-template.json --overwrite
+	$(BIN)/prefect work-pool create local-cpu --type process --overwrite
+	GDDSP_IMAGE=$${GDDSP_IMAGE:-generative-ddsp:latest} MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-http://mlflow:5000} \
+		$(BIN)/prefect --no-prompt deploy --all
 
 bench: setup
 	$(BIN)/python -m bench.prepare_throughput

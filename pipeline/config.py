@@ -6,6 +6,7 @@ before any work starts.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Annotated, Literal
@@ -306,6 +307,18 @@ class TrackingParams(_Section):
     registered_model: Annotated[str, Field(min_length=1)] = "generative-ddsp-autoencoder"
 
 
+HELD_OUT_METRICS = ("loudness_l1_db", "f0_l1_cents", "f0_rpa", "f0_outlier_ratio", "spectral_distance")
+
+
+class FlowsParams(_Section):
+    """The Prefect flows (pipeline.flows). Not a DVC param of any stage."""
+
+    stage_retries: Annotated[int, Field(ge=0, le=10)] = 2      # for transient failures only
+    retry_delay_secs: Annotated[float, Field(ge=0)] = 30.0
+    # the retrain flow promotes a model only when it beats the current one on this held-out metric
+    promote_metric: Literal[HELD_OUT_METRICS] = "spectral_distance"
+
+
 class Params(_Section):
     seed: Annotated[int, Field(ge=0)] = 0
     corpus: CorpusParams = CorpusParams()
@@ -317,6 +330,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     tracking: TrackingParams = TrackingParams()
+    flows: FlowsParams = FlowsParams()
 
     @model_validator(mode="after")
     def _model_fits_examples(self) -> "Params":
@@ -367,6 +381,34 @@ def load_params(path: str | Path | None = None) -> Params:
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{params_path}: top level must be a mapping of sections")
     return parse_params(raw, str(params_path))
+
+
+def apply_overrides(params_path: str | Path, overrides: dict[str, object]) -> Params:
+    """Set dotted keys (``train.preset``) in a params file, comments kept, as ``dvc exp run -S`` does.
+
+    The edited file is validated before it replaces the original, so a bad override names its key
+    and leaves the file untouched.
+    """
+    from ruamel.yaml import YAML
+
+    path = Path(params_path)
+    editor = YAML()
+    document = editor.load(path.read_text()) or {}
+    for key, value in overrides.items():
+        node = document
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part} is a value, not a section")
+        node[leaf] = value
+    buffer = io.StringIO()
+    editor.dump(document, buffer)
+    params = parse_params(yaml.safe_load(buffer.getvalue()), f"{path} with overrides {overrides}")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(buffer.getvalue())
+    partial.replace(path)
+    return params
 
 
 def project_root(params_path: str | Path | None = None) -> Path:

@@ -41,3 +41,33 @@ def tone_factory():
 @pytest.fixture
 def audio_writer():
     return write_audio
+
+
+# --- real services for the orchestration tests (tests/services.py); started only when a test asks --
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory):
+    from services import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """(PREFECT_HOME, API URL) of a `prefect server` of the test session's own."""
+    from services import prefect_server
+
+    home = tmp_path_factory.mktemp("prefect") / "home"
+    with prefect_server(home) as api_url:
+        yield home, api_url
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory, mlflow_uri):
+    """The tiny project built by `dvc repro` (as `make run` does), logging to the MLflow server."""
+    from services import dvc, make_tiny_project, run, stage_env
+
+    root = make_tiny_project(tmp_path_factory.mktemp("tiny") / "project")
+    run(dvc("repro"), root, stage_env(MLFLOW_TRACKING_URI=mlflow_uri))
+    return root
