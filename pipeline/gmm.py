@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 ARRAYS_FILE = "mixture.npz"
@@ -44,7 +45,10 @@ def fit_mixture(z_train: np.ndarray, n_components: int, covariance_type: str = "
         raise ValueError(f"n_components must be in [1, {len(z_train)}] (the number of frames), got {n_components}")
     gmm = GaussianMixture(n_components=n_components, covariance_type=covariance_type, reg_covar=reg_covar,
                           max_iter=max_iter, n_init=n_init, tol=tol, random_state=seed)
-    return gmm.fit(z_train)
+    # One BLAS thread: EM's matrix products over ~10^5 x 16 frames gain little from more, and when
+    # the cores are busy OpenBLAS's spinning threads made fits 16-90x slower (bench/gmm_fit.py).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return gmm.fit(z_train)
 
 
 def save_mixture(gmm: GaussianMixture, folder: str | Path) -> Path:

@@ -10,8 +10,9 @@ flow run nest exactly as those of one ``dvc repro``.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -38,18 +39,28 @@ def stage_task(project_dir: str, stage: str, parent_run_id: str | None) -> State
     return Completed(message=outcome, data=outcome)
 
 
-def open_parent_run(project: Path, params) -> str | None:
-    """The MLflow parent run of this flow run (None when tracking is off, or failed under ``warn``)."""
-    if not params.tracking.enabled:
-        return None
+@contextlib.contextmanager
+def parent_run(project: Path, params, given: str | None = None) -> Iterator[str | None]:
+    """The MLflow parent run of this flow run: ``given`` (the caller's), or one opened here and
+    closed FINISHED or FAILED with the flow. None when tracking is off, or failed under ``warn``."""
+    if given or not params.tracking.enabled:
+        yield given
+        return
     try:
-        return start_pipeline_run(project, params.tracking, source="prefect",
-                                  tags={"prefect_flow_run_id": str(flow_run.id), "prefect_flow": flow_run.flow_name})
+        run_id = start_pipeline_run(project, params.tracking, source="prefect",
+                                    tags={"prefect_flow_run_id": str(flow_run.id), "prefect_flow": flow_run.flow_name})
     except TrackingError as err:
         if params.tracking.on_error == "fail":
             raise
         get_run_logger().warning(f"{err}; stages run without a parent run")
-        return None
+        yield None
+        return
+    try:
+        yield run_id
+    except BaseException:
+        end_pipeline_run(project, params.tracking, run_id, status="FAILED")
+        raise
+    end_pipeline_run(project, params.tracking, run_id)
 
 
 @flow(name="build")
@@ -73,21 +84,13 @@ def build(project_dir: str = ".", stages: list[str] | None = None, overrides: di
         raise ValueError(f"stages {unknown} are not in {project / 'dvc.yaml'}; it has {order}")
     order = [name for name in order if not stages or name in stages]
     logger.info(f"{len(order)} stages in DVC's order: {', '.join(order)}")
-    parent = parent_run_id or open_parent_run(project, params)
-    owns_parent = parent is not None and parent_run_id is None
     run_task = stage_task.with_options(retries=params.flows.stage_retries,
                                        retry_delay_seconds=params.flows.retry_delay_secs)
     outcomes: dict[str, str] = {}
-    try:
+    with parent_run(project, params, parent_run_id) as parent:
         for name in order:
             # the task's own final state carries the outcome (its message shows in the UI)
             outcomes[name] = run_task(str(project), name, parent, return_state=True).result()
-    except BaseException:
-        if owns_parent:
-            end_pipeline_run(project, params.tracking, parent, status="FAILED")
-        raise
-    if owns_parent:
-        end_pipeline_run(project, params.tracking, parent)
     ran = [name for name, outcome in outcomes.items() if outcome == "ran"]
     logger.info(f"ran {len(ran)} stage(s){': ' + ', '.join(ran) if ran else ''}; "
                 f"{len(outcomes) - len(ran)} cached")

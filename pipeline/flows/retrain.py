@@ -19,10 +19,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import PARAMS_FILE, Params, apply_overrides, load_params
-from pipeline.flows.build import build, open_parent_run
+from pipeline.flows.build import build, parent_run
 from pipeline.flows.dvc import remotes, stage_environment, transfer
 from pipeline.registry import folder_digest, register_candidate
-from pipeline.tracking import end_pipeline_run
 
 TRAIN_METRICS = "metrics/train.json"
 
@@ -83,16 +82,9 @@ def retrain(project_dir: str = ".", overrides: dict[str, Any] | None = None) -> 
         transfer_task(str(project), "pull")
     else:
         logger.info("no DVC remote configured: nothing to pull or push")
-    parent = open_parent_run(project, params)
-    try:
+    with parent_run(project, params) as parent:
         outcomes = build(str(project), parent_run_id=parent)
         registration = register_task(str(project), heldout_metrics(str(project)), parent)
-    except BaseException:
-        if parent:
-            end_pipeline_run(project, params.tracking, parent, status="FAILED")
-        raise
-    if parent:
-        end_pipeline_run(project, params.tracking, parent)
     if has_remote:
         transfer_task(str(project), "push")
     return {"stages": outcomes, "registration": registration}

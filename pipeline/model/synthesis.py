@@ -6,9 +6,11 @@ frame rate with ddsp's ``core.resample`` (as ``F0LoudnessPreprocessor`` does) an
 ddsp's ``scale_f0_hz`` / ``scale_db``; z, at whatever rate it comes (the encoder's native rate
 included), is resampled to the same frames, as ddsp's ``ZEncoder.expand_z`` does in training.
 
-ddsp's FilteredNoise draws its noise from TensorFlow's global generator: call
-``tf.random.set_seed`` before decoding for a reproducible noise part. The sampling stage reaches
-these functions through :mod:`pipeline.model.synthesizer`.
+ddsp's FilteredNoise draws its noise from TensorFlow's global generator; pass ``noise_seed`` for a
+reproducible noise part instead: the white noise then comes from a stateless generator keyed by
+that seed, which also keeps a compiled (``tf.function``) decoder reproducible call after call
+without resetting TensorFlow's global seed (which throws away its compiled kernels). The sampling
+stage reaches these functions through :mod:`pipeline.model.synthesizer`.
 """
 from __future__ import annotations
 
@@ -37,23 +39,28 @@ def encode_z(model, batch: dict) -> tf.Tensor:
     return model.encoder.compute_z(tf.convert_to_tensor(batch["audio"], tf.float32))
 
 
-def synthesize(model, f0_hz, loudness_db, z, frame_rate: float) -> Synthesis:
+def synthesize(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None) -> Synthesis:
     """Decode contours sampled at ``frame_rate`` Hz ([batch, frames] or [frames]) and z [batch, t, z_dims]."""
-    return _to_numpy(decoder_outputs(model, f0_hz, loudness_db, z, frame_rate))
+    return _to_numpy(decoder_outputs(model, f0_hz, loudness_db, z, frame_rate, noise_seed))
 
 
-def decode(model, f0_hz, loudness_db, z, frame_rate: float) -> np.ndarray:
+def decode(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None) -> np.ndarray:
     """Audio [batch, n_samples] from f0 (Hz), loudness (dB) and z, with no input audio."""
-    return synthesize(model, f0_hz, loudness_db, z, frame_rate).audio
+    return synthesize(model, f0_hz, loudness_db, z, frame_rate, noise_seed).audio
 
 
-def decoder_outputs(model, f0_hz, loudness_db, z, frame_rate: float) -> dict[str, tf.Tensor]:
-    """Tensors: ``audio``, ``harmonic``, ``noise`` and the synth controls."""
+def decoder_outputs(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None) -> dict[str, tf.Tensor]:
+    """Tensors: ``audio``, ``harmonic``, ``noise`` and the synth controls.
+
+    ``noise_seed`` (an int or a [2] int tensor) keys the noise synth's white noise; None leaves
+    ddsp's draw from the global generator.
+    """
     features = decoder_features(model, f0_hz, loudness_db, z, frame_rate)
     features.update(model.decoder(features, training=False))
     hop = round(model.preprocessor.sample_rate / model.preprocessor.frame_rate)
-    with _synth_length(model.processor_group, int(features["f0_hz"].shape[1]) * hop):
-        outputs = model.processor_group(features, return_outputs_dict=True)
+    group = model.processor_group
+    with _synth_length(group, int(features["f0_hz"].shape[1]) * hop), _seeded_noise(group, noise_seed):
+        outputs = group(features, return_outputs_dict=True)
     dag = outputs["controls"]
     # each processor's entry is {"signal": audio, "controls": what its get_controls returned}
     controls = dict(dag[HARMONIC]["controls"])
@@ -80,6 +87,36 @@ def _to_numpy(outputs: dict) -> Synthesis:
     return Synthesis(audio=outputs["audio"].numpy(), harmonic=outputs["harmonic"].numpy(),
                      noise=outputs["noise"].numpy(),
                      controls={name: value.numpy() for name, value in outputs["controls"].items()})
+
+
+def noise_seed_tensor(seed: int) -> tf.Tensor:
+    """A stateless-RNG seed ([2] int64) from any non-negative int."""
+    return tf.constant([seed % 2**62, seed // 2**62 % 2**62], tf.int64)
+
+
+@contextlib.contextmanager
+def _seeded_noise(processor_group, seed):
+    """While decoding, the noise synth draws its white noise statelessly from ``seed``.
+
+    Like :func:`_synth_length` this acts at trace time inside a tf.function: the traced graph reads
+    the seed as an input, so every call with a new seed reuses the same compiled graph.
+    """
+    if seed is None:
+        yield
+        return
+    noise = next(p for p in processor_group.processors if p.name == NOISE)
+    seed = noise_seed_tensor(seed) if isinstance(seed, int) else seed
+
+    def get_signal(magnitudes):
+        white = tf.random.stateless_uniform([int(magnitudes.shape[0]), noise.n_samples], seed=seed,
+                                            minval=-1.0, maxval=1.0)
+        return import_ddsp().core.frequency_filter(white, magnitudes, window_size=noise.window_size)
+
+    noise.get_signal = get_signal  # an instance attribute shadows ddsp's method for this call only
+    try:
+        yield
+    finally:
+        del noise.get_signal
 
 
 @contextlib.contextmanager

@@ -2,16 +2,20 @@
 
 The sampler speaks numpy and the z grid of the z table (the encoder's native frames); this adapter
 turns that into :mod:`pipeline.model.synthesis` calls, so generation code never touches TensorFlow.
+Decoding and encoding are compiled once per input shape (``tf.function``): ddsp's eager decoder
+spends most of its time in the GRU's per-step Python loop (bench/generation_speed.py). The noise
+synth's seed is a graph input, so the same seed gives the same audio without retracing.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from pipeline.model.store import load_model, read_config
-from pipeline.model.synthesis import encode_z, synthesize
+from pipeline.model.synthesis import decoder_outputs, encode_z, noise_seed_tensor
 
 
 class ModelSynthesizer:
@@ -20,18 +24,18 @@ class ModelSynthesizer:
         self.sample_rate = sample_rate
         self.frame_rate = frame_rate
         self.n_z_frames = n_z_frames
+        self._decode = tf.function(partial(decoder_outputs, model, frame_rate=frame_rate))
+        self._encode = tf.function(lambda audio: encode_z(model, {"audio": audio}))
 
     def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray, seed: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        # ddsp's FilteredNoise draws white noise from TF's global generator: reset it per call
-        tf.random.set_seed(seed)
-        out = synthesize(self.model, np.asarray(f0_hz, np.float32), np.asarray(loudness_db, np.float32),
-                         np.asarray(z, np.float32), self.frame_rate)
-        return out.audio, out.harmonic, out.noise
+        out = self._decode(np.asarray(f0_hz, np.float32), np.asarray(loudness_db, np.float32),
+                           np.asarray(z, np.float32), noise_seed=noise_seed_tensor(seed))
+        return out["audio"].numpy(), out["harmonic"].numpy(), out["noise"].numpy()
 
     def encode(self, audio: np.ndarray, f0_hz: np.ndarray, loudness_db: np.ndarray) -> np.ndarray:
         del f0_hz, loudness_db  # ddsp's MFCC encoder hears only the audio
-        return encode_z(self.model, {"audio": tf.convert_to_tensor(audio, tf.float32)}).numpy()
+        return self._encode(tf.convert_to_tensor(audio, tf.float32)).numpy()
 
 
 def load_synthesizer(model_dir: str | Path) -> ModelSynthesizer:
