@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from pipeline.presets import TRAIN_PRESETS
+
 PARAMS_FILE = "params.yaml"
 # ddsp's TFRecordProvider frames its 16 kHz companion audio ("audio_16k") with this rate.
 DDSP_FEATURE_SAMPLE_RATE = 16000
@@ -135,27 +137,6 @@ def encoder_z_time_steps(n_samples: int) -> dict[int, int]:
     """z frames per example reachable with ddsp's MFCC encoder -> the ddsp ``z_time_steps`` key."""
     return {math.ceil(n_samples / hop): key for key, hop in MFCC_ENCODER_HOPS.items()}
 
-
-# Every model/optimisation key of the ``train`` section, per preset. ``paper`` is ddsp's ae.gin
-# (plus solo_instrument.gin's trainable reverb) with base.gin's optimiser, and ddsp's cuDNN GRUs
-# (no XLA: untested on GPUs here). ``cpu`` is sized from measured step times (~1.75 s per batch-8
-# step on 2 idle cores with XLA, bench/train_throughput.py) so the default corpus trains in about
-# 15 minutes including evaluation, and still learns (held-out spectral distance ~28.6 -> ~7.8
-# after 500 steps on the default corpus).
-TRAIN_PRESETS: dict[str, dict] = {
-    "paper": dict(decoder_frame_rate=250, z_dims=16, z_time_steps=125, encoder_rnn_channels=512,
-                  decoder_rnn_channels=512, decoder_fc_channels=512, decoder_layers=3, n_harmonics=100,
-                  n_noise_bands=65, reverb=True, reverb_length=48000, fft_sizes=[2048, 1024, 512, 256, 128, 64],
-                  batch_size=16, steps=30000, learning_rate=3e-4, lr_decay_steps=10000, lr_decay_rate=0.98,
-                  grad_clip_norm=3.0, checkpoint_every=300, eval_examples=64, strategy="default",
-                  mixed_precision=False, jit_compile=False),
-    "cpu": dict(decoder_frame_rate=100, z_dims=16, z_time_steps=125, encoder_rnn_channels=128,
-                decoder_rnn_channels=256, decoder_fc_channels=128, decoder_layers=1, n_harmonics=40,
-                n_noise_bands=33, reverb=True, reverb_length=16000, fft_sizes=[1024, 256, 64],
-                batch_size=8, steps=450, learning_rate=1e-3, lr_decay_steps=10000, lr_decay_rate=0.98,
-                grad_clip_norm=3.0, checkpoint_every=50, eval_examples=32, strategy="default",
-                mixed_precision=False, jit_compile=True),
-}
 
 PositiveInt = Annotated[int, Field(ge=1)]
 

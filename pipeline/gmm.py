@@ -45,10 +45,14 @@ def fit_mixture(z_train: np.ndarray, n_components: int, covariance_type: str = "
         raise ValueError(f"n_components must be in [1, {len(z_train)}] (the number of frames), got {n_components}")
     gmm = GaussianMixture(n_components=n_components, covariance_type=covariance_type, reg_covar=reg_covar,
                           max_iter=max_iter, n_init=n_init, tol=tol, random_state=seed)
-    # One BLAS thread: EM's matrix products over ~10^5 x 16 frames gain little from more, and when
-    # the cores are busy OpenBLAS's spinning threads made fits 16-90x slower (bench/gmm_fit.py).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with single_threaded():
         return gmm.fit(z_train)
+
+
+def single_threaded():
+    """One BLAS and OpenMP thread: EM and scoring over ~10^5 x 16 frames gain little from more, and
+    on busy cores the spinning threads of OpenBLAS made fits 15-90x slower (bench/gmm_fit.py)."""
+    return threadpool_limits(limits=1)
 
 
 def save_mixture(gmm: GaussianMixture, folder: str | Path) -> Path:
@@ -147,15 +151,16 @@ def mixture_metrics(gmm: GaussianMixture, z_train: np.ndarray, z_eval: np.ndarra
     """
     z_train = _as_frames(z_train, "z_train")
     heldout = None
-    if z_eval is not None and len(z_eval):
-        heldout = float(gmm.score(_as_frames(z_eval, "z_eval")))
-    return {
-        "bic": float(gmm.bic(z_train)),
-        "aic": float(gmm.aic(z_train)),
-        "train_loglik": float(gmm.score(z_train)),
-        "heldout_loglik": heldout,
-        "weights": [float(w) for w in gmm.weights_],
-    }
+    with single_threaded():
+        if z_eval is not None and len(z_eval):
+            heldout = float(gmm.score(_as_frames(z_eval, "z_eval")))
+        return {
+            "bic": float(gmm.bic(z_train)),
+            "aic": float(gmm.aic(z_train)),
+            "train_loglik": float(gmm.score(z_train)),
+            "heldout_loglik": heldout,
+            "weights": [float(w) for w in gmm.weights_],
+        }
 
 
 def recommend_k(table: pd.DataFrame | Iterable[Mapping[str, Any]]) -> int:

@@ -1,0 +1,438 @@
+"""Generation real-time factor: seconds of audio per second of compute (decoder + synthesiser), ours vs stock ddsp.
+
+Four ways to turn (f0, loudness, z) into audio, timed on the same model, inputs and process:
+
+- ``stock``: what a user of plain ddsp writes (the ddsp colab and the seed report's recipe), eager:
+  ``model.preprocessor`` on the contours, z stretched with ``model.encoder.expand_z``, then
+  ``model.decoder`` and ``model.processor_group``, audio to numpy. This is the baseline.
+- ``ours``: ``ModelSynthesizer.synthesize``, the path the sample stage and the generate command use
+  (``pipeline.model.synthesis.decoder_outputs`` run eagerly, plus numpy copies of the harmonic and
+  noise parts and the controls).
+- ``compiled``: the same ``decoder_outputs`` wrapped in ``tf.function`` here, in the benchmark only,
+  called after ``tf.random.set_seed(seed)`` as ``ModelSynthesizer`` does (the sample stage needs the
+  same noise for the same seed).
+- ``compiled_unseeded``: the same traced function without ``tf.random.set_seed``. ``set_seed``
+  clears TensorFlow's kernel cache (``context._set_global_seed``), so every seeded call rebuilds the
+  graph's kernels; this variant shows what that costs.
+- ``compiled_xla``: the same with ``jit_compile=True`` (the ``cpu`` preset trains with XLA), seeded.
+
+The checks (first batch size only) record whether the variants give the same audio and whether the
+same seed gives the same audio twice. Under XLA it does not: XLA ignores the seed of ddsp's stateful
+``tf.random.uniform``. ``phase_accuracy`` explains why XLA's harmonic part differs from the eager one.
+
+Models are untrained (random weights: the cost does not depend on their values), built from a
+preset with ``build_autoencoder`` for 4 s clips at 16 kHz with 250 Hz contours, as the prepared
+data has. Each preset runs in its own process so its peak memory is its own. In that process, per
+batch size, every variant first runs once (warm-up: tracing, XLA compilation, first-call costs;
+reported apart and left out of the real-time factor), then ``rounds`` rounds run every variant in
+turn, the order reversed every other round (ABC CBA ...); variants that never seed (``PRIMED``) get
+one untimed call just before each timed one. The ratio vs stock is the median over
+rounds of the ratio within each round. Peak RSS is the process's high-water mark (``VmHWM``, reset
+before each timed block) while that variant runs: it includes the TensorFlow runtime and the model
+and memory earlier blocks left allocated, so read it per preset, not as one variant's own cost.
+
+    python -m bench.generation_speed [--presets cpu paper] [--batch-sizes 1 8] [--rounds 4] [--paper-rounds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import load_average, machine, median, table, write_results
+
+VARIANTS = ("stock", "ours", "compiled", "compiled_unseeded", "compiled_xla")
+# These never call tf.random.set_seed, so in a loop of their own their kernels stay cached; the seeded
+# variant timed just before them has cleared that cache. One untimed call before each timed one
+# puts them back in that steady state.
+PRIMED = ("stock", "compiled_unseeded")
+CLIP_SECS = 4.0
+SAMPLE_RATE, FRAME_RATE = 16000, 250
+
+
+# ---------------------------------------------------------------- memory (Linux /proc)
+
+def reset_peak_rss() -> None:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    return _status_mb("VmHWM")
+
+
+# ---------------------------------------------------------------- the four generation paths
+
+class Paths:
+    """One preset's model and a callable per variant: (f0_hz, loudness_db, z, seed) -> audio numpy."""
+
+    def __init__(self, preset: str):
+        import tensorflow as tf
+
+        from pipeline.config import TrainParams
+        from pipeline.model.build import build_autoencoder
+        from pipeline.model.store import placeholder_batch
+        from pipeline.model.synthesis import decoder_outputs
+        from pipeline.model.synthesizer import ModelSynthesizer
+        from pipeline.tfrecord import DatasetSpec
+
+        tf.keras.utils.set_random_seed(0)
+        self.tf = tf
+        self.spec = DatasetSpec(sample_rate=SAMPLE_RATE, frame_rate=FRAME_RATE, example_secs=CLIP_SECS,
+                                f0_method="swift")
+        self.train = TrainParams(preset=preset).resolved()
+        self.model = build_autoencoder(self.train, self.spec)
+        self.model(placeholder_batch(self.spec), training=False)  # create the variables
+        self.synth = ModelSynthesizer(self.model, self.spec.sample_rate, self.spec.frame_rate,
+                                      self.train.z_time_steps)
+        frame_rate = self.spec.frame_rate
+        model = self.model
+        self.compiled_fns = {
+            "compiled": tf.function(lambda f0, ld, z: decoder_outputs(model, f0, ld, z, frame_rate)),
+            "compiled_xla": tf.function(lambda f0, ld, z: decoder_outputs(model, f0, ld, z, frame_rate),
+                                        jit_compile=True),
+        }
+
+    def params(self) -> int:
+        return int(self.model.count_params())
+
+    def stock(self, f0_hz, loudness_db, z, seed):
+        """ddsp as its colab / the seed report use it: preprocessor -> decoder -> processor_group, eager."""
+        del seed  # plain ddsp has no seed argument; FilteredNoise draws from TF's global generator
+        model = self.model
+        features = model.preprocessor({"f0_hz": f0_hz[..., None], "loudness_db": loudness_db[..., None]},
+                                      training=False)
+        features["z"] = model.encoder.expand_z(self.tf.convert_to_tensor(z), int(features["f0_hz"].shape[1]))
+        features.update(model.decoder(features, training=False))
+        return model.processor_group(features).numpy()
+
+    def ours(self, f0_hz, loudness_db, z, seed):
+        return self.synth.synthesize(f0_hz, loudness_db, z, seed)[0]
+
+    def _compiled(self, name, f0_hz, loudness_db, z, seed, everything=False):
+        tf = self.tf
+        if seed is not None:
+            tf.random.set_seed(seed)  # as ModelSynthesizer does; it also clears the kernel cache
+        out = self.compiled_fns[name](tf.convert_to_tensor(f0_hz), tf.convert_to_tensor(loudness_db),
+                                      tf.convert_to_tensor(z))
+        # the same numpy copies ModelSynthesizer makes (pipeline.model.synthesis._to_numpy)
+        arrays = {"audio": out["audio"].numpy(), "harmonic": out["harmonic"].numpy(), "noise": out["noise"].numpy(),
+                  "controls": {k: v.numpy() for k, v in out["controls"].items()}}
+        return arrays if everything else arrays["audio"]
+
+    def compiled(self, f0_hz, loudness_db, z, seed):
+        return self._compiled("compiled", f0_hz, loudness_db, z, seed)
+
+    def compiled_unseeded(self, f0_hz, loudness_db, z, seed):
+        del seed
+        return self._compiled("compiled", f0_hz, loudness_db, z, None)
+
+    def compiled_xla(self, f0_hz, loudness_db, z, seed):
+        return self._compiled("compiled_xla", f0_hz, loudness_db, z, seed)
+
+    def traces(self) -> dict[str, int]:
+        return {name: int(fn.experimental_get_tracing_count()) for name, fn in self.compiled_fns.items()}
+
+
+def clip_inputs(batch_size: int, n_frames: int, n_z_frames: int, z_dims: int, seed: int):
+    """A piano-like melody per clip (held notes, decaying loudness) and N(0, 1) z on the encoder's grid."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    note_frames = FRAME_RATE // 4
+    n_notes = -(-n_frames // note_frames)
+    midi = rng.integers(40, 85, size=(batch_size, n_notes))
+    f0 = 440.0 * 2.0 ** ((np.repeat(midi, note_frames, axis=1)[:, :n_frames] - 69) / 12)
+    decay = -10.0 * np.arange(note_frames) / FRAME_RATE
+    loudness = np.tile(-25.0 + decay, n_notes)[:n_frames]
+    loudness = np.broadcast_to(loudness, (batch_size, n_frames))
+    z = rng.standard_normal((batch_size, n_z_frames, z_dims))
+    return f0.astype(np.float32), np.ascontiguousarray(loudness, np.float32), z.astype(np.float32)
+
+
+def checks(paths: Paths, f0, loudness, z) -> dict:
+    """Do the variants compute the same audio? Is each reproducible with the same seed?"""
+    import numpy as np
+
+    tf = paths.tf
+    tf.random.set_seed(7)
+    stock = paths.stock(f0, loudness, z, 7)
+    ours_audio, ours_harmonic, _ = paths.synth.synthesize(f0, loudness, z, 7)
+    ours_again = paths.synth.synthesize(f0, loudness, z, 7)[0]
+    scale = float(np.abs(ours_audio).max()) or 1.0
+    result = {"audio_peak": scale,
+              "stock_vs_ours_max_abs_diff": float(np.abs(stock - ours_audio).max()),
+              "ours_same_seed_identical": bool(np.array_equal(ours_audio, ours_again))}
+    for name, fn, seed in (("compiled", "compiled", 7), ("compiled_unseeded", "compiled", None),
+                           ("compiled_xla", "compiled_xla", 7)):
+        first = paths._compiled(fn, f0, loudness, z, seed, everything=True)
+        again = paths._compiled(fn, f0, loudness, z, seed, everything=True)
+        # the harmonic part has no randomness: it must match the eager path up to float rounding
+        result[f"{name}_harmonic_vs_ours_max_abs_diff"] = float(np.abs(first["harmonic"] - ours_harmonic).max())
+        result[f"{name}_same_seed_identical"] = bool(np.array_equal(first["audio"], again["audio"]))
+    return result
+
+
+def phase_accuracy(seconds: float = CLIP_SECS, n_harmonics: int = 40) -> dict:
+    """Error of ddsp's ``oscillator_bank`` (the Harmonic synth's core) against a float64 reference.
+
+    The phase is a float32 ``tf.cumsum`` over every sample of the clip. Eager TensorFlow sums it
+    one sample after another, so the rounding error grows along the clip; XLA sums it in a tree.
+    This explains why ``compiled_xla``'s harmonic part does not match the eager variants'.
+    Frequencies: 0.25 s notes, each harmonic uniform in 100-7000 Hz, amplitude 0.01.
+    """
+    import numpy as np
+    import tensorflow as tf
+    from scipy.signal import stft
+
+    from pipeline.compat import import_ddsp
+
+    core = import_ddsp().core
+    rng = np.random.default_rng(0)
+    n_notes, note = int(seconds * 4), SAMPLE_RATE // 4
+    freq = np.repeat(rng.uniform(100, 7000, size=(n_notes, n_harmonics)), note, axis=0)[None].astype(np.float32)
+    amp = np.full(freq.shape, 0.01, np.float32)
+    phase64 = np.cumsum(freq.astype(np.float64) * 2 * np.pi / SAMPLE_RATE, axis=1)
+    reference = (amp.astype(np.float64) * np.sin(phase64)).sum(-1)[0]
+    spectrum = lambda x: np.abs(stft(x, nperseg=1024)[2])  # noqa: E731
+    result = {}
+    for name, fn in (("eager", lambda f, a: core.oscillator_bank(f, a, SAMPLE_RATE)),
+                     ("xla", tf.function(lambda f, a: core.oscillator_bank(f, a, SAMPLE_RATE), jit_compile=True)),
+                     ("eager_angular_cumsum",
+                      lambda f, a: core.oscillator_bank(f, a, SAMPLE_RATE, use_angular_cumsum=True))):
+        audio = fn(tf.constant(freq), tf.constant(amp)).numpy()[0]
+        result[name] = {"max_abs_err": float(np.abs(audio - reference).max()),
+                        "stft_rel_err": float(np.abs(spectrum(audio) - spectrum(reference)).sum()
+                                              / spectrum(reference).sum())}
+    result["reference_peak"] = float(np.abs(reference).max())
+    return result
+
+
+COMPONENTS = ("decoder", "harmonic", "oscillator_bank", "noise", "reverb")
+MODES = ("eager", "compiled", "compiled_xla")
+
+
+def breakdown(paths: Paths, batch_size: int, rounds: int, say) -> dict:
+    """Seconds per call of each stage of ``decoder_outputs``, eager, tf.function and tf.function + XLA.
+
+    ``decoder`` is contour resampling and scaling plus ``model.decoder``; ``harmonic``, ``noise`` and
+    ``reverb`` are the processor group's synths, each on the decoder's real outputs; ``oscillator_bank``
+    is the sine bank inside ``harmonic`` (n_harmonics sines per audio sample) on that synth's own
+    envelopes. Each stage gets its first call (trace) apart; rounds alternate order as above.
+    """
+    import numpy as np
+
+    from pipeline.compat import import_ddsp
+    from pipeline.model.build import HARMONIC, NOISE, REVERB
+    from pipeline.model.synthesis import decoder_features
+
+    tf, model, spec, train = paths.tf, paths.model, paths.spec, paths.train
+    core = import_ddsp().core
+    f0, loudness, z = clip_inputs(batch_size, spec.n_frames, train.z_time_steps, train.z_dims, seed=batch_size)
+    features = decoder_features(model, f0, loudness, z, spec.frame_rate)
+    controls = {**features, **model.decoder(features, training=False)}
+    procs = {p.name: p for p in model.processor_group.processors}
+    harmonic, noise = procs[HARMONIC], procs[NOISE]
+    reverb = procs.get(REVERB)
+    mix = harmonic(controls["amps"], controls["harmonic_distribution"], controls["f0_hz"]) + noise(
+        controls["noise_magnitudes"])
+    synth_controls = harmonic.get_controls(controls["amps"], controls["harmonic_distribution"], controls["f0_hz"])
+    n_harmonics = int(synth_controls["harmonic_distribution"].shape[-1])
+    freq_env = core.resample(core.get_harmonic_frequencies(synth_controls["f0_hz"], n_harmonics), spec.n_samples)
+    amp_env = core.resample(synth_controls["amplitudes"] * synth_controls["harmonic_distribution"], spec.n_samples,
+                            method=harmonic.amp_resample_method)
+    stages = {
+        "decoder": lambda: model.decoder(decoder_features(model, f0, loudness, z, spec.frame_rate), training=False),
+        "harmonic": lambda: harmonic(controls["amps"], controls["harmonic_distribution"], controls["f0_hz"]),
+        "oscillator_bank": lambda: core.oscillator_bank(freq_env, amp_env, spec.sample_rate),
+        "noise": lambda: noise(controls["noise_magnitudes"]),
+    }
+    if reverb is not None:
+        stages["reverb"] = lambda: reverb(mix)
+    calls = {}
+    for name, fn in stages.items():
+        calls[(name, "eager")] = fn
+        calls[(name, "compiled")] = tf.function(fn)
+        calls[(name, "compiled_xla")] = tf.function(fn, jit_compile=True)
+    run = lambda fn: tf.nest.map_structure(lambda t: np.asarray(t), fn())  # noqa: E731
+    first, times = {}, {key: [] for key in calls}
+    for key, fn in calls.items():
+        wall = time.perf_counter()
+        run(fn)
+        first[key] = time.perf_counter() - wall
+    for round_index in range(rounds):
+        keys = list(calls) if round_index % 2 == 0 else list(reversed(calls))
+        for key in keys:
+            wall = time.perf_counter()
+            run(calls[key])
+            times[key].append(time.perf_counter() - wall)
+    result = {mode: {name: median(times[(name, mode)]) for name in stages} for mode in MODES}
+    say(f"b{batch_size} breakdown (s per call): {result}")
+    return {"s_per_call": result, "first_call_s": {f"{n}/{m}": v for (n, m), v in first.items()},
+            "rounds": rounds, "n_harmonics": n_harmonics}
+
+
+def run_preset(preset: str, batch_sizes: list[int], rounds: int, variants: list[str],
+               breakdown_rounds: int = 0) -> dict:
+    """Everything for one preset, in this process."""
+    started = time.perf_counter()
+    paths = Paths(preset)
+    build_s = time.perf_counter() - started
+    spec, train = paths.spec, paths.train
+
+    def say(msg: str) -> None:
+        print(f"[{preset} {time.perf_counter() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    say(f"built ({paths.params()} parameters) in {build_s:.1f}s, rss {rss_mb():.0f} MB")
+    out = {"preset": preset, "params": paths.params(), "build_s": build_s, "rounds": rounds,
+           "decoder_frames": int(round(CLIP_SECS * train.decoder_frame_rate)), "batches": {}}
+    for batch_size in batch_sizes:
+        f0, loudness, z = clip_inputs(batch_size, spec.n_frames, train.z_time_steps, train.z_dims, seed=batch_size)
+        audio_secs = batch_size * CLIP_SECS
+        stats = {name: {"warmup_s": 0.0, "wall": [], "cpu": [], "peak_rss_mb": 0.0, "rss_before_mb": []}
+                 for name in variants}
+        for name in variants:  # warm-up: the first call per shape (tracing, XLA compilation, lazy set-up)
+            wall = time.perf_counter()
+            getattr(paths, name)(f0, loudness, z, 0)
+            stats[name]["warmup_s"] = time.perf_counter() - wall
+            say(f"b{batch_size} warm-up {name}: {stats[name]['warmup_s']:.2f}s")
+        # the checks test the code, which is the same at every batch size
+        check = checks(paths, f0, loudness, z) if batch_size == min(batch_sizes) else None
+        if check:
+            say(f"b{batch_size} checks: {check}")
+        for round_index in range(rounds):
+            order = variants if round_index % 2 == 0 else list(reversed(variants))
+            for name in order:
+                if name in PRIMED:
+                    getattr(paths, name)(f0, loudness, z, round_index + 1)
+                stats[name]["rss_before_mb"].append(rss_mb())
+                reset_peak_rss()
+                wall, cpu = time.perf_counter(), time.process_time()
+                getattr(paths, name)(f0, loudness, z, round_index + 1)
+                stats[name]["wall"].append(time.perf_counter() - wall)
+                stats[name]["cpu"].append(time.process_time() - cpu)
+                stats[name]["peak_rss_mb"] = max(stats[name]["peak_rss_mb"], peak_rss_mb())
+            say(f"b{batch_size} round {round_index + 1}/{rounds}: "
+                + ", ".join(f"{n} {audio_secs / stats[n]['wall'][-1]:.1f}x" for n in variants)
+                + f" (load {load_average()[0]})")
+        rows = {}
+        for name in variants:
+            s = stats[name]
+            rows[name] = {
+                "rtf": audio_secs * rounds / sum(s["wall"]),  # seconds of audio per second of wall time
+                "rtf_cpu": audio_secs * rounds / sum(s["cpu"]),  # ... per second of CPU time (all threads)
+                "s_per_clip": sum(s["wall"]) / (rounds * batch_size),
+                "ratio_vs_stock": median(s_w / w for s_w, w in zip(stats["stock"]["wall"], s["wall"]))
+                if "stock" in stats else None,
+                "ratio_vs_ours": median(o_w / w for o_w, w in zip(stats["ours"]["wall"], s["wall"]))
+                if "ours" in stats else None,
+                "warmup_s": s["warmup_s"], "peak_rss_mb": s["peak_rss_mb"],
+                "rss_before_mb": max(s["rss_before_mb"]), "wall_s": s["wall"], "cpu_s": s["cpu"]}
+        out["batches"][str(batch_size)] = {"audio_secs_per_call": audio_secs, "variants": rows, "checks": check}
+        if breakdown_rounds:
+            out["batches"][str(batch_size)]["breakdown"] = breakdown(paths, batch_size, breakdown_rounds, say)
+    out["traces"] = paths.traces()
+    out["phase_accuracy"] = phase_accuracy()
+    say(f"phase accuracy: {out['phase_accuracy']}")
+    out["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def preset_in_subprocess(preset: str, args, rounds: int) -> dict:
+    command = [sys.executable, "-m", "bench.generation_speed", "--run-preset", preset, "--rounds", str(rounds),
+               "--batch-sizes", *map(str, args.batch_sizes), "--variants", *args.variants,
+               "--breakdown-rounds", str(args.breakdown_rounds if preset in args.breakdown_presets else 0)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"preset {preset} failed (exit {done.returncode})")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["cpu", "paper"], choices=["cpu", "paper"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per batch size (cpu preset)")
+    parser.add_argument("--paper-rounds", type=int, default=2, help="rounds per batch size for the paper preset")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--breakdown-presets", nargs="*", default=["cpu"], choices=["cpu", "paper"],
+                        help="presets whose stages are also timed one by one")
+    parser.add_argument("--breakdown-rounds", type=int, default=3)
+    parser.add_argument("--run-preset", choices=["cpu", "paper"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if "stock" not in args.variants:
+        args.variants.insert(0, "stock")
+    if args.run_preset:
+        print(json.dumps(run_preset(args.run_preset, args.batch_sizes, args.rounds, args.variants,
+                                    args.breakdown_rounds)))
+        return
+
+    info = machine()
+    presets = {}
+    for preset in args.presets:
+        rounds = args.paper_rounds if preset == "paper" else args.rounds
+        presets[preset] = preset_in_subprocess(preset, args, rounds)
+        presets[preset]["load_average_after"] = load_average()
+    columns = ["rtf", "ratio_vs_stock", "ratio_vs_ours", "rtf_cpu", "s_per_clip", "warmup_s", "peak_rss_mb"]
+    rows = []
+    for preset, result in presets.items():
+        for batch_size, batch in result["batches"].items():
+            for name, row in batch["variants"].items():
+                rows.append([preset, batch_size, name, *(row[c] for c in columns)])
+    print(table(["preset", "batch", "variant", *columns], rows))
+    for preset, result in presets.items():
+        print(f"{preset}: {result['params']} parameters, {result['rounds']} rounds, process peak RSS "
+              f"{result['process_peak_rss_mb']:.0f} MB, traces {result['traces']}, {result['seconds']:.0f}s")
+        for batch_size, batch in result["batches"].items():
+            if batch["checks"]:
+                print(f"  b{batch_size} checks: {batch['checks']}")
+        print(f"  oscillator_bank vs float64: {result['phase_accuracy']}")
+    stage_rows = []
+    for preset, result in presets.items():
+        for batch_size, batch in result["batches"].items():
+            if "breakdown" in batch:
+                for mode, stages in batch["breakdown"]["s_per_call"].items():
+                    stage_rows.append([preset, batch_size, mode, *(stages.get(c, float("nan")) for c in COMPONENTS)])
+    if stage_rows:
+        print("seconds per call of each stage:")
+        print(table(["preset", "batch", "mode", *COMPONENTS], stage_rows))
+    cpu_best = {b: max(v["rtf"] for v in batch["variants"].values())
+                for b, batch in presets.get("cpu", {}).get("batches", {}).items()}
+    cpu_ours = {b: batch["variants"]["ours"]["rtf"] for b, batch in presets.get("cpu", {}).get("batches", {}).items()
+                if "ours" in batch["variants"]}
+    if cpu_ours:
+        print(f"target >= 100x real time for cpu: ours {cpu_ours}, best variant {cpu_best}")
+    path = write_results("generation_speed", {
+        "settings": {"clip_secs": CLIP_SECS, "sample_rate": SAMPLE_RATE, "frame_rate": FRAME_RATE,
+                     "batch_sizes": args.batch_sizes, "rounds": args.rounds, "paper_rounds": args.paper_rounds,
+                     "variants": args.variants},
+        "target": {"preset": "cpu", "min_rtf": 100.0, "ours_rtf": cpu_ours, "best_rtf": cpu_best,
+                   "met_by_ours": bool(cpu_ours) and all(v >= 100.0 for v in cpu_ours.values())},
+        "presets": presets}, info)
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
