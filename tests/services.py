@@ -93,7 +93,8 @@ def mlflow_server(folder: Path) -> Iterator[str]:
 
 
 def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    """Prefect's settings for a client or server of the test session's own (to merge into an environment)."""
+    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_UI_ENABLED": "false", "DO_NOT_TRACK": "1",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(STARTUP_SECS)}
     if api_url:
@@ -107,7 +108,8 @@ def prefect_server(home: Path) -> Iterator[str]:
     port = free_port()
     cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui",
            "--analytics-off"]
-    with server(cmd, f"http://127.0.0.1:{port}/api/health", prefect_env(home), home.parent / "prefect-server.log"):
+    env = {**os.environ, **prefect_env(home)}
+    with server(cmd, f"http://127.0.0.1:{port}/api/health", env, home.parent / "prefect-server.log"):
         yield f"http://127.0.0.1:{port}/api"
 
 
@@ -132,7 +134,8 @@ def dvc(*args: str) -> list[str]:
 
 
 def stage_env(**extra: str) -> dict[str, str]:
-    """The environment `make run` gives `dvc repro`: this venv's python first on PATH."""
+    """The environment `make run` gives `dvc repro`: this venv's python first on PATH; ``extra`` wins
+    over this process's environment (where earlier tests may have left an MLFLOW_TRACKING_URI)."""
     return {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]), **extra}
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -25,7 +26,7 @@ async def read_back(api_url: str):
 
 def test_make_deploy_creates_the_gpu_pool_and_the_nightly_and_local_deployments(prefect_api):
     home, api_url = prefect_api
-    env = {**prefect_env(home, api_url), "GDDSP_IMAGE": "registry.example/generative-ddsp:test",
+    env = {**os.environ, **prefect_env(home, api_url), "GDDSP_IMAGE": "registry.example/generative-ddsp:test",
            "MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}
     run(["make", "--no-print-directory", "deploy"], REPO_ROOT, env)
     deployments, pools, flows = asyncio.run(read_back(api_url))

@@ -177,15 +177,15 @@ def test_plots_data_is_one_column_per_method_and_figures_exist(project):
 
 
 def test_stage_logged_metrics_and_artifacts_to_mlflow(project):
-    import mlflow
+    from mlflow import MlflowClient
 
     root, _ = project
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'evaluate'")
-    assert len(runs) == 1
-    assert runs.loc[0, "metrics.recommended_k"] == 3
-    assert runs.loc[0, "metrics.per_k.k3.n_invalid_clusters"] == 1
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs.loc[0, "run_id"], "evaluate")}
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")  # not mlflow.set_tracking_uri: it sets os.environ
+    experiment = client.get_experiment_by_name("generative-ddsp")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'evaluate'")
+    assert run.data.metrics["recommended_k"] == 3
+    assert run.data.metrics["per_k.k3.n_invalid_clusters"] == 1
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
     assert "evaluate/comparison.md" in artifacts and "evaluate/weight_vs_validity.png" in artifacts
 
 

@@ -39,7 +39,7 @@ def runs_of(client, filter_string: str = "") -> list:
 def run_flow(project, prefect_api, mlflow_uri, module: str, name: str, **kwargs) -> tuple[str, object]:
     """A flow run in its own process, as a worker starts one; returns (flow run id, result)."""
     home, api_url = prefect_api
-    env = {**stage_env(MLFLOW_TRACKING_URI=mlflow_uri), **prefect_env(home, api_url)}
+    env = stage_env(MLFLOW_TRACKING_URI=mlflow_uri, **prefect_env(home, api_url))
     out = run([sys.executable, "-c", FLOW_CALL.format(module=module, name=name), json.dumps(kwargs)], project, env)
     lines = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith(("FLOW_RUN_ID", "RESULT")))
     return lines["FLOW_RUN_ID"], json.loads(lines["RESULT"])
@@ -172,7 +172,7 @@ def test_outputs_come_back_from_the_local_remote(tiny_project):
 
 def test_unknown_stage_fails_the_flow_before_any_work(tiny_project, prefect_api, mlflow_uri):
     home, api_url = prefect_api
-    env = {**stage_env(MLFLOW_TRACKING_URI=mlflow_uri), **prefect_env(home, api_url)}
+    env = stage_env(MLFLOW_TRACKING_URI=mlflow_uri, **prefect_env(home, api_url))
     call = FLOW_CALL.format(module="build", name="build")
     result = subprocess.run([sys.executable, "-c", call, json.dumps({"project_dir": str(tiny_project),
                                                                      "stages": ["train", "nonexistent"]})],

@@ -117,14 +117,13 @@ def test_report_refuses_results_of_other_ks(page, monkeypatch):
 
 
 def test_page_was_logged_to_mlflow(page):
-    import mlflow
+    from mlflow import MlflowClient
 
     root, _ = page
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'report'")
-    assert len(runs) == 1
-    client = mlflow.MlflowClient()
-    run_id = runs.loc[0, "run_id"]
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")  # not mlflow.set_tracking_uri: it sets os.environ
+    experiment = client.get_experiment_by_name("generative-ddsp")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'report'")
+    run_id = run.info.run_id
     paths = {Path(a.path).name for a in client.list_artifacts(run_id, "reports")}
     assert {"index.html", "evaluate"} <= paths
     # every linked clip sits at the page's relative link inside the artifact store too
