@@ -1,35 +1,34 @@
 """Generation real-time factor: seconds of audio per second of compute (decoder + synthesiser), ours vs stock ddsp.
 
-Four ways to turn (f0, loudness, z) into audio, timed on the same model, inputs and process:
+Three ways to turn (f0, loudness, z) into audio, timed on the same model, inputs and process:
 
 - ``stock``: what a user of plain ddsp writes (the ddsp colab and the seed report's recipe), eager:
   ``model.preprocessor`` on the contours, z stretched with ``model.encoder.expand_z``, then
   ``model.decoder`` and ``model.processor_group``, audio to numpy. This is the baseline.
-- ``ours``: ``ModelSynthesizer.synthesize``, the path the sample stage and the generate command use
-  (``pipeline.model.synthesis.decoder_outputs`` run eagerly, plus numpy copies of the harmonic and
-  noise parts and the controls).
-- ``compiled``: the same ``decoder_outputs`` wrapped in ``tf.function`` here, in the benchmark only,
-  called after ``tf.random.set_seed(seed)`` as ``ModelSynthesizer`` does (the sample stage needs the
-  same noise for the same seed).
-- ``compiled_unseeded``: the same traced function without ``tf.random.set_seed``. ``set_seed``
-  clears TensorFlow's kernel cache (``context._set_global_seed``), so every seeded call rebuilds the
-  graph's kernels; this variant shows what that costs.
-- ``compiled_xla``: the same with ``jit_compile=True`` (the ``cpu`` preset trains with XLA), seeded.
+- ``ours``: ``ModelSynthesizer.synthesize``, the path the sample stage and the generate command use:
+  ``pipeline.model.synthesis.decoder_outputs`` compiled with ``tf.function`` once per input shape,
+  the noise synth's white noise drawn statelessly from a seed tensor (a graph input, so a new seed
+  does not retrace), audio and its harmonic and noise parts copied to numpy.
+- ``ours_xla``: the same ``ModelSynthesizer`` with its decode function compiled with
+  ``jit_compile=True`` instead (the ``cpu`` preset trains with XLA). Built in the benchmark only: an
+  option, not the production path.
 
-The checks (first batch size only) record whether the variants give the same audio and whether the
-same seed gives the same audio twice. Under XLA it does not: XLA ignores the seed of ddsp's stateful
-``tf.random.uniform``. ``phase_accuracy`` explains why XLA's harmonic part differs from the eager one.
+The checks (first batch size only) record whether the variants compute the same harmonic part
+(the noise part differs by design: stock draws from TensorFlow's global generator, ours from its
+seed), and whether ours and ours_xla give the same audio for the same seed and different audio for
+another. ``phase_accuracy`` explains why XLA's harmonic part differs from the eager and tf.function ones.
 
 Models are untrained (random weights: the cost does not depend on their values), built from a
 preset with ``build_autoencoder`` for 4 s clips at 16 kHz with 250 Hz contours, as the prepared
 data has. Each preset runs in its own process so its peak memory is its own. In that process, per
 batch size, every variant first runs once (warm-up: tracing, XLA compilation, first-call costs;
 reported apart and left out of the real-time factor), then ``rounds`` rounds run every variant in
-turn, the order reversed every other round (ABC CBA ...); variants that never seed (``PRIMED``) get
-one untimed call just before each timed one. The ratio vs stock is the median over
-rounds of the ratio within each round. Peak RSS is the process's high-water mark (``VmHWM``, reset
-before each timed block) while that variant runs: it includes the TensorFlow runtime and the model
-and memory earlier blocks left allocated, so read it per preset, not as one variant's own cost.
+turn, the order reversed every other round (ABC CBA ...). Nothing in the timed variants calls
+``tf.random.set_seed`` (which clears TensorFlow's kernel cache), so no variant disturbs the next.
+The ratio vs stock is the median over rounds of the ratio within each round. Peak RSS is the
+process's high-water mark (``VmHWM``, reset before each timed block) while that variant runs: it
+includes the TensorFlow runtime and the model and memory earlier blocks left allocated, so read it
+per preset, not as one variant's own cost.
 
     python -m bench.generation_speed [--presets cpu paper] [--batch-sizes 1 8] [--rounds 4] [--paper-rounds 2]
 """
@@ -46,19 +45,19 @@ from pathlib import Path
 
 from bench.common import load_average, machine, median, table, write_results
 
-VARIANTS = ("stock", "ours", "compiled", "compiled_unseeded", "compiled_xla")
-# These never call tf.random.set_seed, so in a loop of their own their kernels stay cached; the seeded
-# variant timed just before them has cleared that cache. One untimed call before each timed one
-# puts them back in that steady state.
-PRIMED = ("stock", "compiled_unseeded")
+VARIANTS = ("stock", "ours", "ours_xla")
 CLIP_SECS = 4.0
 SAMPLE_RATE, FRAME_RATE = 16000, 250
 
 
 # ---------------------------------------------------------------- memory (Linux /proc)
 
+_PROCESS_PEAK_MB = [0.0]  # the high-water mark before each reset: ru_maxrss is reset along with VmHWM
+
+
 def reset_peak_rss() -> None:
-    """Reset this process's VmHWM to its current RSS (Linux >= 4.0)."""
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0), remembering the peak so far."""
+    _PROCESS_PEAK_MB[0] = max(_PROCESS_PEAK_MB[0], peak_rss_mb())
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")
 
@@ -79,12 +78,14 @@ def peak_rss_mb() -> float:
     return _status_mb("VmHWM")
 
 
-# ---------------------------------------------------------------- the four generation paths
+# ---------------------------------------------------------------- the generation paths
 
 class Paths:
     """One preset's model and a callable per variant: (f0_hz, loudness_db, z, seed) -> audio numpy."""
 
     def __init__(self, preset: str):
+        from functools import partial
+
         import tensorflow as tf
 
         from pipeline.config import TrainParams
@@ -103,53 +104,37 @@ class Paths:
         self.model(placeholder_batch(self.spec), training=False)  # create the variables
         self.synth = ModelSynthesizer(self.model, self.spec.sample_rate, self.spec.frame_rate,
                                       self.train.z_time_steps)
-        frame_rate = self.spec.frame_rate
-        model = self.model
-        self.compiled_fns = {
-            "compiled": tf.function(lambda f0, ld, z: decoder_outputs(model, f0, ld, z, frame_rate)),
-            "compiled_xla": tf.function(lambda f0, ld, z: decoder_outputs(model, f0, ld, z, frame_rate),
-                                        jit_compile=True),
-        }
+        # the same adapter, its decode function compiled with XLA instead (benchmark only)
+        self.synth_xla = ModelSynthesizer(self.model, self.spec.sample_rate, self.spec.frame_rate,
+                                          self.train.z_time_steps)
+        self.synth_xla._decode = tf.function(partial(decoder_outputs, self.model, frame_rate=self.spec.frame_rate),
+                                             jit_compile=True)
 
     def params(self) -> int:
         return int(self.model.count_params())
 
-    def stock(self, f0_hz, loudness_db, z, seed):
+    def stock_outputs(self, f0_hz, loudness_db, z):
         """ddsp as its colab / the seed report use it: preprocessor -> decoder -> processor_group, eager."""
-        del seed  # plain ddsp has no seed argument; FilteredNoise draws from TF's global generator
         model = self.model
         features = model.preprocessor({"f0_hz": f0_hz[..., None], "loudness_db": loudness_db[..., None]},
                                       training=False)
         features["z"] = model.encoder.expand_z(self.tf.convert_to_tensor(z), int(features["f0_hz"].shape[1]))
         features.update(model.decoder(features, training=False))
-        return model.processor_group(features).numpy()
+        return model.processor_group(features, return_outputs_dict=True)
+
+    def stock(self, f0_hz, loudness_db, z, seed):
+        del seed  # plain ddsp has no seed argument; FilteredNoise draws from TF's global generator
+        return self.stock_outputs(f0_hz, loudness_db, z)["signal"].numpy()
 
     def ours(self, f0_hz, loudness_db, z, seed):
         return self.synth.synthesize(f0_hz, loudness_db, z, seed)[0]
 
-    def _compiled(self, name, f0_hz, loudness_db, z, seed, everything=False):
-        tf = self.tf
-        if seed is not None:
-            tf.random.set_seed(seed)  # as ModelSynthesizer does; it also clears the kernel cache
-        out = self.compiled_fns[name](tf.convert_to_tensor(f0_hz), tf.convert_to_tensor(loudness_db),
-                                      tf.convert_to_tensor(z))
-        # the same numpy copies ModelSynthesizer makes (pipeline.model.synthesis._to_numpy)
-        arrays = {"audio": out["audio"].numpy(), "harmonic": out["harmonic"].numpy(), "noise": out["noise"].numpy(),
-                  "controls": {k: v.numpy() for k, v in out["controls"].items()}}
-        return arrays if everything else arrays["audio"]
-
-    def compiled(self, f0_hz, loudness_db, z, seed):
-        return self._compiled("compiled", f0_hz, loudness_db, z, seed)
-
-    def compiled_unseeded(self, f0_hz, loudness_db, z, seed):
-        del seed
-        return self._compiled("compiled", f0_hz, loudness_db, z, None)
-
-    def compiled_xla(self, f0_hz, loudness_db, z, seed):
-        return self._compiled("compiled_xla", f0_hz, loudness_db, z, seed)
+    def ours_xla(self, f0_hz, loudness_db, z, seed):
+        return self.synth_xla.synthesize(f0_hz, loudness_db, z, seed)[0]
 
     def traces(self) -> dict[str, int]:
-        return {name: int(fn.experimental_get_tracing_count()) for name, fn in self.compiled_fns.items()}
+        return {"ours": int(self.synth._decode.experimental_get_tracing_count()),
+                "ours_xla": int(self.synth_xla._decode.experimental_get_tracing_count())}
 
 
 def clip_inputs(batch_size: int, n_frames: int, n_z_frames: int, z_dims: int, seed: int):
@@ -169,25 +154,27 @@ def clip_inputs(batch_size: int, n_frames: int, n_z_frames: int, z_dims: int, se
 
 
 def checks(paths: Paths, f0, loudness, z) -> dict:
-    """Do the variants compute the same audio? Is each reproducible with the same seed?"""
+    """Do the variants compute the same harmonic part? Same seed -> same audio, another seed -> other audio?"""
     import numpy as np
 
-    tf = paths.tf
-    tf.random.set_seed(7)
-    stock = paths.stock(f0, loudness, z, 7)
-    ours_audio, ours_harmonic, _ = paths.synth.synthesize(f0, loudness, z, 7)
-    ours_again = paths.synth.synthesize(f0, loudness, z, 7)[0]
-    scale = float(np.abs(ours_audio).max()) or 1.0
-    result = {"audio_peak": scale,
-              "stock_vs_ours_max_abs_diff": float(np.abs(stock - ours_audio).max()),
-              "ours_same_seed_identical": bool(np.array_equal(ours_audio, ours_again))}
-    for name, fn, seed in (("compiled", "compiled", 7), ("compiled_unseeded", "compiled", None),
-                           ("compiled_xla", "compiled_xla", 7)):
-        first = paths._compiled(fn, f0, loudness, z, seed, everything=True)
-        again = paths._compiled(fn, f0, loudness, z, seed, everything=True)
-        # the harmonic part has no randomness: it must match the eager path up to float rounding
-        result[f"{name}_harmonic_vs_ours_max_abs_diff"] = float(np.abs(first["harmonic"] - ours_harmonic).max())
-        result[f"{name}_same_seed_identical"] = bool(np.array_equal(first["audio"], again["audio"]))
+    from pipeline.model.build import HARMONIC, NOISE
+
+    stock = paths.stock_outputs(f0, loudness, z)
+    stock_harmonic = stock["controls"][HARMONIC]["signal"].numpy()
+    stock_noise = stock["controls"][NOISE]["signal"].numpy()
+    result = {"audio_peak": float(np.abs(stock["signal"].numpy()).max()),
+              "noise_peak": float(np.abs(stock_noise).max())}
+    parts = {}
+    for name, synth in (("ours", paths.synth), ("ours_xla", paths.synth_xla)):
+        audio, harmonic, noise = synth.synthesize(f0, loudness, z, 7)
+        again = synth.synthesize(f0, loudness, z, 7)[0]
+        other = synth.synthesize(f0, loudness, z, 8)[0]
+        parts[name] = (harmonic, noise)
+        # the harmonic part has no randomness: it must match stock's eager one up to float rounding
+        result[f"{name}_harmonic_vs_stock_max_abs_diff"] = float(np.abs(harmonic - stock_harmonic).max())
+        result[f"{name}_same_seed_identical"] = bool(np.array_equal(audio, again))
+        result[f"{name}_other_seed_differs"] = not bool(np.array_equal(audio, other))
+    result["ours_xla_noise_vs_ours_max_abs_diff"] = float(np.abs(parts["ours_xla"][1] - parts["ours"][1]).max())
     return result
 
 
@@ -196,7 +183,7 @@ def phase_accuracy(seconds: float = CLIP_SECS, n_harmonics: int = 40) -> dict:
 
     The phase is a float32 ``tf.cumsum`` over every sample of the clip. Eager TensorFlow sums it
     one sample after another, so the rounding error grows along the clip; XLA sums it in a tree.
-    This explains why ``compiled_xla``'s harmonic part does not match the eager variants'.
+    This explains why ``ours_xla``'s harmonic part does not match the other variants'.
     Frequencies: 0.25 s notes, each harmonic uniform in 100-7000 Hz, amplitude 0.01.
     """
     import numpy as np
@@ -321,8 +308,6 @@ def run_preset(preset: str, batch_sizes: list[int], rounds: int, variants: list[
         for round_index in range(rounds):
             order = variants if round_index % 2 == 0 else list(reversed(variants))
             for name in order:
-                if name in PRIMED:
-                    getattr(paths, name)(f0, loudness, z, round_index + 1)
                 stats[name]["rss_before_mb"].append(rss_mb())
                 reset_peak_rss()
                 wall, cpu = time.perf_counter(), time.process_time()
@@ -352,7 +337,8 @@ def run_preset(preset: str, batch_sizes: list[int], rounds: int, variants: list[
     out["traces"] = paths.traces()
     out["phase_accuracy"] = phase_accuracy()
     say(f"phase accuracy: {out['phase_accuracy']}")
-    out["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["process_peak_rss_mb"] = max(_PROCESS_PEAK_MB[0], peak_rss_mb(),
+                                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     out["seconds"] = time.perf_counter() - started
     return out
 

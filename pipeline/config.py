@@ -247,7 +247,8 @@ class SampleParams(_Section):
     conditionings: Annotated[list[Literal["seed", "midi", "real"]], Field(min_length=1)] = ["seed", "midi", "real"]
     n_real: Annotated[int, Field(ge=1, le=64)] = 1  # held-out examples whose contours are reused
     midi_file: str | None = None  # None: a seeded melody in the corpus style that was never rendered
-    batch_size: Annotated[int, Field(ge=1, le=256)] = 8
+    # compiled decoding runs fastest one clip per call on CPU (bench/generation_speed.py); more on GPUs
+    batch_size: Annotated[int, Field(ge=1, le=256)] = 1
     min_hnr_db: float = 3.0
     min_f0_rpa: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
 
