@@ -25,7 +25,7 @@ from pipeline.audio import AudioInfo, AudioRejected, inspect_audio, list_audio_f
 from pipeline.config import DDSP_FEATURE_SAMPLE_RATE, PrepareParams
 from pipeline.features import VOICED_THRESHOLD, compute_loudness_db, estimate_f0
 from pipeline.fsutil import staged_dir
-from pipeline.tfrecord import SPLITS, DatasetSpec, encode_example, shard_prefix
+from pipeline.tfrecord import SPLITS, DatasetSpec, encode_example, shard_path, shard_prefix
 
 LOG = logging.getLogger(__name__)
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -152,7 +152,7 @@ class AnalyseChunk(beam.DoFn):
             example["audio_16k"] = _audio_16k(window_audio, sr, p.example_secs)
             voiced += int((example["f0_confidence"] >= VOICED_THRESHOLD).sum())
             beam.metrics.Metrics.counter(_COUNTER_NS, f"examples_{chunk.split}").inc()
-            yield chunk.split, encode_example(example, chunk.source, offset)
+            yield chunk.split, ((chunk.source, offset), encode_example(example, chunk.source, offset))
         # progress: one line per chunk on the worker's stderr, which Beam's local runner passes through
         print(f"prepare: {chunk.source} [{start:.0f}-{stop:.0f} s] -> {chunk.n_windows} {chunk.split} examples",
               file=sys.stderr, flush=True)
@@ -167,6 +167,34 @@ def _audio_16k(audio: np.ndarray, sample_rate: int, example_secs: float) -> np.n
     length = int(round(example_secs * DDSP_FEATURE_SAMPLE_RATE))
     out = resample(audio, sample_rate, DDSP_FEATURE_SAMPLE_RATE)[:length]
     return np.pad(out, (0, length - len(out))) if len(out) < length else out
+
+
+def shard_of(key: tuple[str, float], num_shards: int) -> int:
+    """The shard of the window at ``offset`` seconds into ``source``: a stable hash, not arrival order."""
+    source, offset = key
+    digest = hashlib.sha256(f"{source}:{offset:.6f}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
+
+
+class WriteShard(beam.DoFn):
+    """Write one shard, its records sorted by (source, offset).
+
+    Beam's WriteToTFRecord deals records to shards in arrival order, which differs from run to run;
+    then the training order, the evaluated examples and everything downstream differed too. Here
+    the same audio gives byte-identical shards on any runner and worker count. A shard is sorted in
+    memory on one worker: raise ``prepare.num_shards`` for very large corpora.
+    """
+
+    def __init__(self, prefix: str, num_shards: int):
+        self.prefix, self.num_shards = prefix, num_shards
+
+    def process(self, shard_records):
+        import tensorflow as tf  # deferred, as in encode_example
+
+        shard, records = shard_records
+        with tf.io.TFRecordWriter(shard_path(self.prefix, shard, self.num_shards)) as writer:
+            for _key, record in sorted(records, key=lambda keyed: keyed[0]):
+                writer.write(record)
 
 
 def pipeline_options(params: PrepareParams) -> PipelineOptions:
@@ -187,7 +215,9 @@ def build(pipeline: beam.Pipeline, files: list[SourceFile], params: PrepareParam
     by_split = analysed.examples | "BySplit" >> beam.Partition(lambda kv, _n: SPLITS.index(kv[0]), len(SPLITS))
     for split, records in zip(SPLITS, by_split):
         _ = (records | f"Records_{split}" >> beam.Values()
-             | f"Write_{split}" >> beam.io.WriteToTFRecord(shard_prefix(out_dir, split), num_shards=params.num_shards))
+             | f"Shard_{split}" >> beam.Map(lambda keyed, n: (shard_of(keyed[0], n), keyed), params.num_shards)
+             | f"Group_{split}" >> beam.GroupByKey()
+             | f"Write_{split}" >> beam.ParDo(WriteShard(shard_prefix(out_dir, split), params.num_shards)))
     _write_jsonl((inspected[_REJECTED], analysed[_REJECTED]), out_dir / "rejected", "Rejected")
     _write_jsonl((analysed.stats,), out_dir / "chunks", "Stats")
 
@@ -235,6 +265,13 @@ def _check_usable(stats: dict, rejected: list[dict], eval_fraction: float) -> No
         raise PrepareFailed("the train split is empty: add audio files or lower prepare.eval_fraction")
 
 
+def _fill_empty_shards(folder: Path, num_shards: int) -> None:
+    """Every shard file exists (a shard no window hashed to is an empty TFRecord file), as Beam's writer did."""
+    for split in SPLITS:
+        for shard in range(num_shards):
+            Path(shard_path(shard_prefix(folder, split), shard, num_shards)).touch()
+
+
 def _check_written(folder: Path, stats: dict) -> None:
     """Every example the pipeline emitted is in the shards (a runner must never drop records silently)."""
     import tensorflow as tf
@@ -261,6 +298,7 @@ def run_prepare(params: PrepareParams, audio_dir: Path, out_dir: Path, seed: int
         chunk_stats = _read_jsonl(staging / "chunks.jsonl")
         stats = summarise(files, chunk_stats, rejected)
         _check_usable(stats, rejected, params.eval_fraction)
+        _fill_empty_shards(staging, params.num_shards)
         _check_written(staging, stats)
         (staging / "chunks.jsonl").unlink()
         (staging / "rejected.jsonl").unlink()

@@ -61,6 +61,11 @@ def shard_prefix(folder: str | Path, split: str) -> str:
     return str(Path(folder) / f"{split}.tfrecord")
 
 
+def shard_path(prefix: str, shard: int, num_shards: int) -> str:
+    """``{prefix}-SSSSS-of-NNNNN``, Beam's default shard name template."""
+    return f"{prefix}-{shard:05d}-of-{num_shards:05d}"
+
+
 def shard_pattern(folder: str | Path, split: str) -> str:
     """Glob for one split's shards, as ddsp's TFRecordProvider(file_pattern=...) takes it."""
     return shard_prefix(folder, split) + "-*"
@@ -77,7 +82,8 @@ def encode_example(features: dict[str, np.ndarray], source: str, offset_secs: fl
     }
     feature["source"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[source.encode()]))
     feature["offset_secs"] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(offset_secs)]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: map entries sorted by key, so a process's hash seed never changes the bytes
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def feature_spec(spec: DatasetSpec) -> dict:
