@@ -100,7 +100,7 @@ def register_candidate(root: Path, settings: TrackingParams, metric: str, model_
                                          f"{champion_version} already", champion_version)
     champion_metrics = None
     if champion is not None:
-        champion_metrics = {key: value for key, value in client.get_run(champion.run_id).data.metrics.items()}
+        champion_metrics = dict(client.get_run(champion.run_id).data.metrics)
         if champion.tags.get("eval_data_sha256") != eval_digest:
             with tempfile.TemporaryDirectory() as scratch:
                 folder = client.download_artifacts(champion.run_id, MODEL_ARTIFACT, scratch)

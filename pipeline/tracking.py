@@ -242,13 +242,12 @@ def _fail(settings: TrackingParams, message: str, err: Exception) -> None:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, root: Path, settings: TrackingParams, tags: dict | None = None
-              ) -> Iterator[Run | NullRun]:
+def stage_run(stage: str, root: Path, settings: TrackingParams) -> Iterator[Run | NullRun]:
     """The child run of one stage execution under this execution's parent.
 
     Yields a :class:`NullRun` when tracking is disabled, or could not start under ``on_error: warn``.
     """
-    with _child(root, settings, stage, {STAGE_TAG: stage, ROLE_TAG: "stage", **(tags or {})}, reuse=False) as run:
+    with _child(root, settings, stage, {STAGE_TAG: stage, ROLE_TAG: "stage"}, reuse=False) as run:
         yield run
 
 
