@@ -66,6 +66,18 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def run_measurement(module: str, *args: str, what: str, env: dict | None = None) -> dict:
+    """Run ``python -m <module> <args>`` in a fresh process (its own peak memory, no shared state) and
+    return the JSON object it printed last on stdout."""
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+                          cwd=Path(__file__).resolve().parents[1])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
 def write_results(name: str, payload: dict, info: dict) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     info = {**info, "load_average_end": load_average(),

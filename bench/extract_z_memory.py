@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import machine, table, write_results
+from bench.common import machine, run_measurement, table, write_results
 
 N_EVAL = 8
 
@@ -48,13 +46,8 @@ def run_size(n_train: int, args, scratch: Path) -> dict:
 
     data_dir = write_synthetic_dataset(scratch / f"n{n_train}" / "prepared", DatasetSpec(16000, 250, 4.0, "swift"),
                                        n_train=n_train, n_eval=N_EVAL, n_shards=4)
-    command = [sys.executable, "-m", "bench.extract_z_memory", "--measure", str(data_dir), "--preset", args.preset,
-               "--batch-size", str(args.batch_size)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"size {n_train} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    return run_measurement("bench.extract_z_memory", "--measure", str(data_dir), "--preset", args.preset,
+                           "--batch-size", str(args.batch_size), what=f"size {n_train}")
 
 
 def main() -> None:

@@ -36,14 +36,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from bench.common import load_average, machine, median, table, write_results
+from bench.common import load_average, machine, median, run_measurement, table, write_results
 
 VARIANTS = ("stock", "ours", "ours_xla")
 CLIP_SECS = 4.0
@@ -344,17 +341,10 @@ def run_preset(preset: str, batch_sizes: list[int], rounds: int, variants: list[
 
 
 def preset_in_subprocess(preset: str, args, rounds: int) -> dict:
-    command = [sys.executable, "-m", "bench.generation_speed", "--run-preset", preset, "--rounds", str(rounds),
-               "--batch-sizes", *map(str, args.batch_sizes), "--variants", *args.variants,
-               "--breakdown-rounds", str(args.breakdown_rounds if preset in args.breakdown_presets else 0)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env,
-                          cwd=Path(__file__).resolve().parents[1])
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"preset {preset} failed (exit {done.returncode})")
-    return json.loads(lines[-1])
-
+    return run_measurement("bench.generation_speed", "--run-preset", preset, "--rounds", str(rounds),
+                           "--batch-sizes", *map(str, args.batch_sizes), "--variants", *args.variants,
+                           "--breakdown-rounds", str(args.breakdown_rounds if preset in args.breakdown_presets else 0),
+                           what=f"preset {preset}")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

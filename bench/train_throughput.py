@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine, table, write_results
+from bench.common import machine, run_measurement, table, write_results
 
 LOOPS = ("stock", "ours")
 N_EXAMPLES = 48
@@ -110,13 +108,8 @@ def interleaved(args, data_dir: Path) -> dict:
 
 def peak_memory(name: str, args, data_dir: Path) -> float:
     """Peak RSS (MB) of a fresh process that builds one loop and trains a few steps."""
-    command = [sys.executable, "-m", "bench.train_throughput", "--memory-of", name, "--data", str(data_dir),
-               "--preset", args.preset, "--batch-size", str(args.batch_size)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])["peak_rss_mb"]
+    return run_measurement("bench.train_throughput", "--memory-of", name, "--data", str(data_dir),
+                           "--preset", args.preset, "--batch-size", str(args.batch_size), what=name)["peak_rss_mb"]
 
 
 def synthetic_data(folder: Path) -> Path:

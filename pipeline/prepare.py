@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import apache_beam as beam

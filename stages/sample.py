@@ -11,7 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipeline.conditioning import Conditioning, melody_contour, read_midi_notes, real_contour, seed_preset
