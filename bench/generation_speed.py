@@ -2,21 +2,24 @@
 
 Three ways to turn (f0, loudness, z) into audio, timed on the same model, inputs and process:
 
-- ``stock``: what a user of plain ddsp writes (the ddsp colab and the seed report's recipe), eager:
+- ``stock``: what a user of plain ddsp writes (the ddsp colab and the seed report's recipe), eager,
+  on the model as plain ddsp builds it (ddsp's ``Harmonic`` synth), with the same weights:
   ``model.preprocessor`` on the contours, z stretched with ``model.encoder.expand_z``, then
   ``model.decoder`` and ``model.processor_group``, audio to numpy. This is the baseline.
 - ``ours``: ``ModelSynthesizer.synthesize``, the path the sample stage and the generate command use:
-  ``pipeline.model.synthesis.decoder_outputs`` compiled with ``tf.function`` once per input shape,
-  the noise synth's white noise drawn statelessly from a seed tensor (a graph input, so a new seed
-  does not retrace), audio and its harmonic and noise parts copied to numpy.
-- ``ours_xla``: the same ``ModelSynthesizer`` with its decode function compiled with
-  ``jit_compile=True`` instead (the ``cpu`` preset trains with XLA). Built in the benchmark only: an
-  option, not the production path.
+  ``pipeline.model.synthesis.decoder_outputs`` compiled with ``tf.function`` once per input shape;
+  the decoder network compiled with XLA when the preset trains with it (``cpu``); the harmonic
+  synth is the model's ``pipeline.model.harmonic.FastHarmonic`` (ddsp's harmonic synthesis computed
+  with one phase and frame-blocked amplitudes, compiled with XLA); the noise synth's white noise drawn statelessly
+  from a seed tensor (a graph input, so a new seed does not retrace); audio and its harmonic and
+  noise parts copied to numpy.
+- ``ours_xla``: the same ``ModelSynthesizer`` with its whole decode function compiled with
+  ``jit_compile=True`` instead. Built in the benchmark only: an option, not the production path.
 
-The checks (first batch size only) record whether the variants compute the same harmonic part
-(the noise part differs by design: stock draws from TensorFlow's global generator, ours from its
-seed), and whether ours and ours_xla give the same audio for the same seed and different audio for
-another. ``phase_accuracy`` explains why XLA's harmonic part differs from the eager and tf.function ones.
+The checks (first batch size only) record how far each variant's harmonic part is from a float64
+rendering of the same controls (the noise part differs by design: stock draws from TensorFlow's
+global generator, ours from its seed), and whether ours and ours_xla give the same audio for the
+same seed and different audio for another. ``phase_accuracy`` shows where ddsp's error comes from.
 
 Models are untrained (random weights: the cost does not depend on their values), built from a
 preset with ``build_autoencoder`` for 4 s clips at 16 kHz with 250 Hz contours, as the prepared
@@ -85,6 +88,7 @@ class Paths:
 
         import tensorflow as tf
 
+        from pipeline.compat import import_ddsp
         from pipeline.config import TrainParams
         from pipeline.model.build import build_autoencoder
         from pipeline.model.store import placeholder_batch
@@ -99,8 +103,14 @@ class Paths:
         self.train = TrainParams(preset=preset).resolved()
         self.model = build_autoencoder(self.train, self.spec)
         self.model(placeholder_batch(self.spec), training=False)  # create the variables
+        # stock gets plain ddsp's model (ddsp's Harmonic synth) with the same weights, and its own copy:
+        # ModelSynthesizer switches its model's GRUs to the generic kernel for XLA, which would slow
+        # an eager decoder
+        self.stock_model = build_autoencoder(self.train, self.spec, harmonic_synth=import_ddsp().synths.Harmonic)
+        self.stock_model(placeholder_batch(self.spec), training=False)
+        self.stock_model.set_weights(self.model.get_weights())
         self.synth = ModelSynthesizer(self.model, self.spec.sample_rate, self.spec.frame_rate,
-                                      self.train.z_time_steps)
+                                      self.train.z_time_steps, jit_decoder=self.train.jit_compile)
         # the same adapter, its decode function compiled with XLA instead (benchmark only)
         self.synth_xla = ModelSynthesizer(self.model, self.spec.sample_rate, self.spec.frame_rate,
                                           self.train.z_time_steps)
@@ -112,7 +122,7 @@ class Paths:
 
     def stock_outputs(self, f0_hz, loudness_db, z):
         """ddsp as its colab / the seed report use it: preprocessor -> decoder -> processor_group, eager."""
-        model = self.model
+        model = self.stock_model
         features = model.preprocessor({"f0_hz": f0_hz[..., None], "loudness_db": loudness_db[..., None]},
                                       training=False)
         features["z"] = model.encoder.expand_z(self.tf.convert_to_tensor(z), int(features["f0_hz"].shape[1]))
@@ -151,24 +161,34 @@ def clip_inputs(batch_size: int, n_frames: int, n_z_frames: int, z_dims: int, se
 
 
 def checks(paths: Paths, f0, loudness, z) -> dict:
-    """Do the variants compute the same harmonic part? Same seed -> same audio, another seed -> other audio?"""
+    """How close is each variant's harmonic part to float64? Same seed -> same audio, another -> other?
+
+    The harmonic part has no randomness, so it is compared with a float64 rendering of stock's own
+    harmonic controls (``pipeline.model.harmonic.float64_harmonic_audio``): ddsp's float32 phase
+    sum drifts along a 4 s clip, the single float64 phase of ours does not.
+    """
     import numpy as np
 
     from pipeline.model.build import HARMONIC, NOISE
+    from pipeline.model.harmonic import float64_harmonic_audio
 
     stock = paths.stock_outputs(f0, loudness, z)
-    stock_harmonic = stock["controls"][HARMONIC]["signal"].numpy()
-    stock_noise = stock["controls"][NOISE]["signal"].numpy()
+    harmonic_controls = stock["controls"][HARMONIC]["controls"]
+    reference = float64_harmonic_audio(harmonic_controls["amplitudes"], harmonic_controls["harmonic_distribution"],
+                                       harmonic_controls["f0_hz"], SAMPLE_RATE * int(CLIP_SECS), SAMPLE_RATE)
+    harmonic_error = lambda harmonic: float(np.abs(harmonic - reference).max())  # noqa: E731
     result = {"audio_peak": float(np.abs(stock["signal"].numpy()).max()),
-              "noise_peak": float(np.abs(stock_noise).max())}
+              "harmonic_peak": float(np.abs(reference).max()),
+              "noise_peak": float(np.abs(stock["controls"][NOISE]["signal"].numpy()).max()),
+              "stock_harmonic_vs_float64_max_abs_diff": harmonic_error(
+                  stock["controls"][HARMONIC]["signal"].numpy())}
     parts = {}
     for name, synth in (("ours", paths.synth), ("ours_xla", paths.synth_xla)):
         audio, harmonic, noise = synth.synthesize(f0, loudness, z, 7)
         again = synth.synthesize(f0, loudness, z, 7)[0]
         other = synth.synthesize(f0, loudness, z, 8)[0]
         parts[name] = (harmonic, noise)
-        # the harmonic part has no randomness: it must match stock's eager one up to float rounding
-        result[f"{name}_harmonic_vs_stock_max_abs_diff"] = float(np.abs(harmonic - stock_harmonic).max())
+        result[f"{name}_harmonic_vs_float64_max_abs_diff"] = harmonic_error(harmonic)
         result[f"{name}_same_seed_identical"] = bool(np.array_equal(audio, again))
         result[f"{name}_other_seed_differs"] = not bool(np.array_equal(audio, other))
     result["ours_xla_noise_vs_ours_max_abs_diff"] = float(np.abs(parts["ours_xla"][1] - parts["ours"][1]).max())
@@ -180,7 +200,7 @@ def phase_accuracy(seconds: float = CLIP_SECS, n_harmonics: int = 40) -> dict:
 
     The phase is a float32 ``tf.cumsum`` over every sample of the clip. Eager TensorFlow sums it
     one sample after another, so the rounding error grows along the clip; XLA sums it in a tree.
-    This explains why ``ours_xla``'s harmonic part does not match the other variants'.
+    Ours (``pipeline.model.harmonic``) sums one phase in float64 instead.
     Frequencies: 0.25 s notes, each harmonic uniform in 100-7000 Hz, amplitude 0.01.
     """
     import numpy as np
@@ -210,43 +230,38 @@ def phase_accuracy(seconds: float = CLIP_SECS, n_harmonics: int = 40) -> dict:
     return result
 
 
-COMPONENTS = ("decoder", "harmonic", "oscillator_bank", "noise", "reverb")
+COMPONENTS = ("decoder", "harmonic_ddsp", "harmonic_ours", "noise", "reverb")
 MODES = ("eager", "compiled", "compiled_xla")
 
 
 def breakdown(paths: Paths, batch_size: int, rounds: int, say) -> dict:
     """Seconds per call of each stage of ``decoder_outputs``, eager, tf.function and tf.function + XLA.
 
-    ``decoder`` is contour resampling and scaling plus ``model.decoder``; ``harmonic``, ``noise`` and
-    ``reverb`` are the processor group's synths, each on the decoder's real outputs; ``oscillator_bank``
-    is the sine bank inside ``harmonic`` (n_harmonics sines per audio sample) on that synth's own
-    envelopes. Each stage gets its first call (trace) apart; rounds alternate order as above.
+    ``decoder`` is contour resampling and scaling plus ``model.decoder``; ``harmonic_ours``
+    (``FastHarmonic``, whose sine bank is XLA-compiled in every mode), ``harmonic_ddsp`` (ddsp's
+    ``Harmonic``), ``noise`` and ``reverb`` are the synths, each on the decoder's real outputs. Each
+    stage gets its first call (trace) apart; rounds alternate order as above.
     """
     import numpy as np
 
-    from pipeline.compat import import_ddsp
     from pipeline.model.build import HARMONIC, NOISE, REVERB
     from pipeline.model.synthesis import decoder_features
 
     tf, model, spec, train = paths.tf, paths.model, paths.spec, paths.train
-    core = import_ddsp().core
     f0, loudness, z = clip_inputs(batch_size, spec.n_frames, train.z_time_steps, train.z_dims, seed=batch_size)
     features = decoder_features(model, f0, loudness, z, spec.frame_rate)
     controls = {**features, **model.decoder(features, training=False)}
     procs = {p.name: p for p in model.processor_group.processors}
-    harmonic, noise = procs[HARMONIC], procs[NOISE]
+    harmonic, noise = procs[HARMONIC], procs[NOISE]  # harmonic: FastHarmonic
+    ddsp_harmonic = next(p for p in paths.stock_model.processor_group.processors if p.name == HARMONIC)
     reverb = procs.get(REVERB)
-    mix = harmonic(controls["amps"], controls["harmonic_distribution"], controls["f0_hz"]) + noise(
-        controls["noise_magnitudes"])
-    synth_controls = harmonic.get_controls(controls["amps"], controls["harmonic_distribution"], controls["f0_hz"])
-    n_harmonics = int(synth_controls["harmonic_distribution"].shape[-1])
-    freq_env = core.resample(core.get_harmonic_frequencies(synth_controls["f0_hz"], n_harmonics), spec.n_samples)
-    amp_env = core.resample(synth_controls["amplitudes"] * synth_controls["harmonic_distribution"], spec.n_samples,
-                            method=harmonic.amp_resample_method)
+    synth_inputs = (controls["amps"], controls["harmonic_distribution"], controls["f0_hz"])
+    mix = harmonic(*synth_inputs) + noise(controls["noise_magnitudes"])
+    n_harmonics = int(controls["harmonic_distribution"].shape[-1])
     stages = {
         "decoder": lambda: model.decoder(decoder_features(model, f0, loudness, z, spec.frame_rate), training=False),
-        "harmonic": lambda: harmonic(controls["amps"], controls["harmonic_distribution"], controls["f0_hz"]),
-        "oscillator_bank": lambda: core.oscillator_bank(freq_env, amp_env, spec.sample_rate),
+        "harmonic_ddsp": lambda: ddsp_harmonic(*synth_inputs),
+        "harmonic_ours": lambda: harmonic(*synth_inputs),
         "noise": lambda: noise(controls["noise_magnitudes"]),
     }
     if reverb is not None:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 # Every model/optimisation key of the ``train`` section, per preset. ``paper`` is ddsp's ae.gin
 # (plus solo_instrument.gin's trainable reverb) with base.gin's optimiser, and ddsp's cuDNN GRUs
-# (no XLA: untested on GPUs here). ``cpu`` is sized from measured step times (~1.75 s per batch-8
-# step on 2 idle cores with XLA, bench/train_throughput.py) so the default corpus trains in about
-# 15 minutes including evaluation, and still learns (held-out spectral distance 28.8 -> 7.8 and
-# loudness error 10.3 -> 4.7 dB after its 450 steps on the default corpus).
+# (no XLA: untested on GPUs here). ``cpu`` is sized from measured step times (~1.1 s per batch-8
+# step on 2 idle cores with XLA and pipeline.model.harmonic, bench/train_throughput.py) so the
+# default corpus trains in about 15 minutes including evaluation, and still learns (450 steps at
+# the earlier 1.8 s per step took held-out spectral distance 28.8 -> 7.8 and loudness error
+# 10.3 -> 4.7 dB; the note of each run has its own figures).
 TRAIN_PRESETS: dict[str, dict] = {
     "paper": dict(decoder_frame_rate=250, z_dims=16, z_time_steps=125, encoder_rnn_channels=512,
                   decoder_rnn_channels=512, decoder_fc_channels=512, decoder_layers=3, n_harmonics=100,
@@ -21,7 +22,7 @@ TRAIN_PRESETS: dict[str, dict] = {
     "cpu": dict(decoder_frame_rate=100, z_dims=16, z_time_steps=125, encoder_rnn_channels=128,
                 decoder_rnn_channels=256, decoder_fc_channels=128, decoder_layers=1, n_harmonics=40,
                 n_noise_bands=33, reverb=True, reverb_length=16000, fft_sizes=[1024, 256, 64],
-                batch_size=8, steps=450, learning_rate=1e-3, lr_decay_steps=10000, lr_decay_rate=0.98,
+                batch_size=8, steps=750, learning_rate=1e-3, lr_decay_steps=10000, lr_decay_rate=0.98,
                 grad_clip_norm=3.0, checkpoint_every=50, eval_examples=32, strategy="default",
                 mixed_precision=False, jit_compile=True),
 }

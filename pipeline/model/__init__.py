@@ -4,7 +4,8 @@ Modules by concept: ``build`` (params -> ddsp Autoencoder), ``data`` (prepared T
 ``distribute`` (tf.distribute strategy, mixed precision), ``train`` (our compiled training loop with
 resumable checkpoints), ``evaluate`` (held-out reconstruction metrics), ``store`` (the saved model
 folder: save and load without retraining), ``synthesis`` (encode z; decode f0 + loudness + z to
-audio and its harmonic and noise parts), ``synthesizer`` (that pair behind the sampling stage's
+audio and its harmonic and noise parts), ``harmonic`` (ddsp's harmonic synthesis, computed
+faster), ``synthesizer`` (that pair behind the sampling stage's
 numpy interface), ``extract`` (z frames table), ``reconstructions`` (WAV +
 spectrograms), ``synthetic`` (a tiny dataset of known tones for tests and benchmarks).
 

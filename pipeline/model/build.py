@@ -2,18 +2,27 @@
 
 The structure is ddsp's ae.gin: MFCC -> GRU encoder giving z; (loudness, f0, z) -> RnnFcDecoder;
 Harmonic + FilteredNoise summed, optionally through a trainable Reverb; multi-scale SpectralLoss.
+The harmonic synth is ddsp's, rendered by :mod:`pipeline.model.harmonic` (same function, faster).
 """
 from __future__ import annotations
 
+import tensorflow as tf
+
 from pipeline.compat import import_ddsp
 from pipeline.config import ConfigError, TrainParams, encoder_z_time_steps
+from pipeline.model.harmonic import FastHarmonic
 from pipeline.tfrecord import DatasetSpec
 
 HARMONIC, NOISE, ADD, REVERB = "harmonic", "filtered_noise", "add", "reverb"
 
 
-def build_autoencoder(train: TrainParams, spec: DatasetSpec):
-    """An unbuilt ``ddsp.training.models.Autoencoder`` (variables appear on its first call)."""
+def build_autoencoder(train: TrainParams, spec: DatasetSpec, harmonic_synth=None):
+    """An unbuilt ``ddsp.training.models.Autoencoder`` (variables appear on its first call).
+
+    ``harmonic_synth`` is the harmonic synth's class: by default :class:`FastHarmonic` (ddsp's synth,
+    computed faster); ``ddsp.synths.Harmonic`` builds the model exactly as plain ddsp would, for
+    comparisons. The two have no variables, so weights move freely between them.
+    """
     ddsp = import_ddsp()
     t = resolve_for_dataset(train, spec)
     models, preprocessing = ddsp.training.models, ddsp.training.preprocessing
@@ -24,7 +33,7 @@ def build_autoencoder(train: TrainParams, spec: DatasetSpec):
             compute_loudness=False),
         encoder=_encoder(ddsp, t, spec),
         decoder=_decoder(ddsp, t),
-        processor_group=_processor_group(ddsp, t, spec),
+        processor_group=_processor_group(ddsp, t, spec, harmonic_synth or FastHarmonic),
         losses=[spectral_loss(t.fft_sizes)],
     )
 
@@ -67,9 +76,9 @@ def _decoder(ddsp, t: TrainParams):
         output_splits=(("amps", 1), ("harmonic_distribution", t.n_harmonics), ("noise_magnitudes", t.n_noise_bands)))
 
 
-def _processor_group(ddsp, t: TrainParams, spec: DatasetSpec):
-    harmonic = ddsp.synths.Harmonic(n_samples=spec.n_samples, sample_rate=spec.sample_rate,
-                                    normalize_below_nyquist=True, scale_fn=ddsp.core.exp_sigmoid, name=HARMONIC)
+def _processor_group(ddsp, t: TrainParams, spec: DatasetSpec, harmonic_synth):
+    harmonic = harmonic_synth(n_samples=spec.n_samples, sample_rate=spec.sample_rate,
+                              normalize_below_nyquist=True, scale_fn=ddsp.core.exp_sigmoid, name=HARMONIC)
     noise = ddsp.synths.FilteredNoise(n_samples=spec.n_samples, window_size=0,
                                       scale_fn=ddsp.core.exp_sigmoid, name=NOISE)
     dag = [
@@ -81,3 +90,16 @@ def _processor_group(ddsp, t: TrainParams, spec: DatasetSpec):
         dag.append((ddsp.effects.Reverb(trainable=True, reverb_length=t.reverb_length, name=REVERB),
                     [f"{ADD}/signal"]))
     return ddsp.processors.ProcessorGroup(dag=dag, name="processor_group")
+
+
+def use_generic_gru_kernels(model: tf.keras.Model) -> None:
+    """Run the model's GRUs through Keras' generic RNN loop rather than its cuDNN-selecting one.
+
+    Under XLA the backend-selecting GRU of tf-keras is recompiled for every new batch (measured
+    here: ~1.6 s per step for a tiny encoder, against ~4 ms once compiled); the generic loop
+    computes the same function with the same weights and compiles once. Only for ``jit_compile``:
+    without XLA on a GPU the cuDNN kernel is the fast one.
+    """
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.GRU):
+            layer._could_use_gpu_kernel = False  # tf-keras reads this flag on every call

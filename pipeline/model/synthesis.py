@@ -49,14 +49,16 @@ def decode(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None) -> 
     return synthesize(model, f0_hz, loudness_db, z, frame_rate, noise_seed).audio
 
 
-def decoder_outputs(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None) -> dict[str, tf.Tensor]:
+def decoder_outputs(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None,
+                    decoder_net=None) -> dict[str, tf.Tensor]:
     """Tensors: ``audio``, ``harmonic``, ``noise`` and the synth controls.
 
     ``noise_seed`` (an int or a [2] int tensor) keys the noise synth's white noise; None leaves
-    ddsp's draw from the global generator.
+    ddsp's draw from the global generator. ``decoder_net`` replaces ``model.decoder`` (called as
+    ``decoder_net(features)``), e.g. by a compiled version of it.
     """
     features = decoder_features(model, f0_hz, loudness_db, z, frame_rate)
-    features.update(model.decoder(features, training=False))
+    features.update(decoder_net(features) if decoder_net else model.decoder(features, training=False))
     hop = round(model.preprocessor.sample_rate / model.preprocessor.frame_rate)
     group = model.processor_group
     with _synth_length(group, int(features["f0_hz"].shape[1]) * hop), _seeded_noise(group, noise_seed):

@@ -3,8 +3,11 @@
 The sampler speaks numpy and the z grid of the z table (the encoder's native frames); this adapter
 turns that into :mod:`pipeline.model.synthesis` calls, so generation code never touches TensorFlow.
 Decoding and encoding are compiled once per input shape (``tf.function``): ddsp's eager decoder
-spends most of its time in the GRU's per-step Python loop (bench/generation_speed.py). The noise
-synth's seed is a graph input, so the same seed gives the same audio without retracing.
+spends most of its time in the GRU's per-step Python loop (bench/generation_speed.py). The decoder
+network is compiled with XLA when the model was trained with it (the ``cpu`` preset): XLA fuses
+the GRU's per-step work, while the noise filter and the reverb's FFTs run faster outside it. The
+harmonic synth runs as an XLA function of its own. The noise synth's seed is a graph input, so the
+same seed gives the same audio without retracing.
 """
 from __future__ import annotations
 
@@ -14,17 +17,26 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from pipeline.model.build import use_generic_gru_kernels
+from pipeline.model.harmonic import FastHarmonic
 from pipeline.model.store import load_model, read_config
 from pipeline.model.synthesis import decoder_outputs, encode_z, noise_seed_tensor
 
 
 class ModelSynthesizer:
-    def __init__(self, model, sample_rate: int, frame_rate: int, n_z_frames: int):
+    def __init__(self, model, sample_rate: int, frame_rate: int, n_z_frames: int, jit_decoder: bool = False):
         self.model = model
         self.sample_rate = sample_rate
         self.frame_rate = frame_rate
         self.n_z_frames = n_z_frames
-        self._decode = tf.function(partial(decoder_outputs, model, frame_rate=frame_rate))
+        decoder_net = None
+        if jit_decoder:
+            use_generic_gru_kernels(model)
+            decoder_net = tf.function(lambda features: model.decoder(features, training=False), jit_compile=True)
+        for synth in model.processor_group.processors:
+            if isinstance(synth, FastHarmonic):
+                synth.compile_alone = True
+        self._decode = tf.function(partial(decoder_outputs, model, frame_rate=frame_rate, decoder_net=decoder_net))
         self._encode = tf.function(lambda audio: encode_z(model, {"audio": audio}))
 
     def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray, seed: int
@@ -40,4 +52,5 @@ class ModelSynthesizer:
 
 def load_synthesizer(model_dir: str | Path) -> ModelSynthesizer:
     train, spec = read_config(model_dir)
-    return ModelSynthesizer(load_model(model_dir), spec.sample_rate, spec.frame_rate, train.z_time_steps)
+    return ModelSynthesizer(load_model(model_dir), spec.sample_rate, spec.frame_rate, train.z_time_steps,
+                            jit_decoder=train.jit_compile)

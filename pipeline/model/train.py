@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from pipeline.config import TrainParams
 from pipeline.fsutil import write_json_atomic
+from pipeline.model.build import use_generic_gru_kernels
 from pipeline.model.data import shard_files
 from pipeline.model.distribute import is_chief
 from pipeline.tfrecord import SPLITS, DatasetSpec
@@ -123,19 +124,6 @@ def make_optimizer(train: TrainParams, mixed_precision: bool) -> tf.keras.optimi
     return tf.keras.mixed_precision.LossScaleOptimizer(optimizer) if mixed_precision else optimizer
 
 
-def use_generic_gru_kernels(model: tf.keras.Model) -> None:
-    """Run the model's GRUs through Keras' generic RNN loop rather than its cuDNN-selecting one.
-
-    Under XLA the backend-selecting GRU of tf-keras is recompiled for every new batch (measured
-    here: ~1.6 s per step for a tiny encoder, against ~4 ms once compiled); the generic loop
-    computes the same function with the same weights and compiles once. Only for ``jit_compile``:
-    without XLA on a GPU the cuDNN kernel is the fast one.
-    """
-    for layer in model.submodules:
-        if isinstance(layer, tf.keras.layers.GRU):
-            layer._could_use_gpu_kernel = False  # tf-keras reads this flag on every call
-
-
 class Trainer:
     """Owns the model, optimizer, step counter and checkpoints of one training run."""
 
@@ -159,6 +147,7 @@ class Trainer:
                                                   max_to_keep=self.train.keep_checkpoints, step_counter=self.step)
         self.loss_log = LossLog(self.checkpoint_dir / LOSS_LOG)
         self._gradients = tf.function(self._gradients_fn, jit_compile=self.train.jit_compile)
+        self._source, self._iterator = None, None
 
     def build(self, batch: dict) -> None:
         """Create the model's and optimizer's variables (so a checkpoint restores into them at once)."""
@@ -183,7 +172,10 @@ class Trainer:
     def fit(self, dataset: tf.data.Dataset, steps: int | None = None) -> int:
         """Train until ``steps`` (default: train.steps); returns the final step."""
         steps = self.train.steps if steps is None else steps
-        iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        # a later fit on the same dataset continues its stream (no refilled shuffle buffer, no repeats)
+        if self._source is not dataset:
+            self._source, self._iterator = dataset, iter(self.strategy.experimental_distribute_dataset(dataset))
+        iterator = self._iterator
         step = int(self.step.numpy())
         with tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, desc="train") as bar:
             last = time.perf_counter()
