@@ -12,7 +12,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test bench deploy lock clean-venv
+.PHONY: setup run test lint bench deploy lock clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff: pyflakes, pycodestyle and import order (pyproject.toml [tool.ruff]); CI runs it before the tests
+lint: setup
+	$(BIN)/ruff check .
 
 # Work pools + the deployments of prefect.yaml, on the Prefect server of PREFECT_API_URL. The nightly GPU
 # deployment runs the image GDDSP_IMAGE and logs to MLFLOW_TRACKING_URI (defaults below are placeholders).

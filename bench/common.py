@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pipeline  # noqa: F401  (legacy-Keras switch before anything imports TensorFlow)
 from pipeline.config import CorpusParams
-from pipeline.corpus import render_corpus
+from pipeline.corpus.render import render_corpus
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

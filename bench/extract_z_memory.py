@@ -23,10 +23,10 @@ def measure(data_dir: Path, preset: str, batch_size: int) -> dict:
     import pyarrow as pa
 
     from pipeline.config import TrainParams
+    from pipeline.dataset.tfrecord import DatasetSpec
     from pipeline.model.build import build_autoencoder
     from pipeline.model.extract import extract_z
     from pipeline.model.store import placeholder_batch
-    from pipeline.tfrecord import DatasetSpec
 
     spec = DatasetSpec.load(data_dir)
     model = build_autoencoder(TrainParams(preset=preset), spec)
@@ -41,8 +41,8 @@ def measure(data_dir: Path, preset: str, batch_size: int) -> dict:
 
 
 def run_size(n_train: int, args, scratch: Path) -> dict:
-    from pipeline.model.synthetic import write_synthetic_dataset
-    from pipeline.tfrecord import DatasetSpec
+    from pipeline.dataset.tfrecord import DatasetSpec
+    from tests.synthetic import write_synthetic_dataset
 
     data_dir = write_synthetic_dataset(scratch / f"n{n_train}" / "prepared", DatasetSpec(16000, 250, 4.0, "swift"),
                                        n_train=n_train, n_eval=N_EVAL, n_shards=4)

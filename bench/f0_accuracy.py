@@ -21,8 +21,8 @@ import numpy as np
 import soundfile as sf
 
 from bench.common import machine, render_bench_corpus, table, timed, write_results
-from pipeline.corpus import load_ground_truth
-from pipeline.features import F0_METHODS, VOICED_THRESHOLD, estimate_f0
+from pipeline.audio.features import F0_METHODS, VOICED_THRESHOLD, estimate_f0
+from pipeline.corpus.render import load_ground_truth
 
 FRAME_RATE = 250
 CENTS = 50.0

@@ -7,7 +7,7 @@ Three ways to turn (f0, loudness, z) into audio, timed on the same model, inputs
   ``model.preprocessor`` on the contours, z stretched with ``model.encoder.expand_z``, then
   ``model.decoder`` and ``model.processor_group``, audio to numpy. This is the baseline.
 - ``ours``: ``ModelSynthesizer.synthesize``, the path the sample stage and the generate command use:
-  ``pipeline.model.synthesis.decoder_outputs`` compiled with ``tf.function`` once per input shape;
+  ``pipeline.model.decode.decoder_outputs`` compiled with ``tf.function`` once per input shape;
   the decoder network compiled with XLA when the preset trains with it (``cpu``); the harmonic
   synth is the model's ``pipeline.model.harmonic.FastHarmonic`` (ddsp's harmonic synthesis computed
   with one phase and frame-blocked amplitudes, compiled with XLA); the noise synth's white noise drawn statelessly
@@ -90,11 +90,10 @@ class Paths:
 
         from pipeline.compat import import_ddsp
         from pipeline.config import TrainParams
+        from pipeline.dataset.tfrecord import DatasetSpec
         from pipeline.model.build import build_autoencoder
+        from pipeline.model.decode import ModelSynthesizer, decoder_outputs
         from pipeline.model.store import placeholder_batch
-        from pipeline.model.synthesis import decoder_outputs
-        from pipeline.model.synthesizer import ModelSynthesizer
-        from pipeline.tfrecord import DatasetSpec
 
         tf.keras.utils.set_random_seed(0)
         self.tf = tf
@@ -170,7 +169,7 @@ def checks(paths: Paths, f0, loudness, z) -> dict:
     import numpy as np
 
     from pipeline.model.build import HARMONIC, NOISE
-    from pipeline.model.harmonic import float64_harmonic_audio
+    from tests.synthetic import float64_harmonic_audio
 
     stock = paths.stock_outputs(f0, loudness, z)
     harmonic_controls = stock["controls"][HARMONIC]["controls"]
@@ -245,7 +244,7 @@ def breakdown(paths: Paths, batch_size: int, rounds: int, say) -> dict:
     import numpy as np
 
     from pipeline.model.build import HARMONIC, NOISE, REVERB
-    from pipeline.model.synthesis import decoder_features
+    from pipeline.model.decode import decoder_features
 
     tf, model, spec, train = paths.tf, paths.model, paths.spec, paths.train
     f0, loudness, z = clip_inputs(batch_size, spec.n_frames, train.z_time_steps, train.z_dims, seed=batch_size)

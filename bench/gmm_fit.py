@@ -1,12 +1,12 @@
 """Mixture fit time vs K and vs number of frames, and ``fit_mixture`` against plain sklearn.
 
 The frames are shaped like the z table (16 dims, float32 values, passed as float64 like
-``pipeline.ztable.z_frames`` returns them). They are drawn from a random mixture of 10 well-separated
+``pipeline.latent.ztable.z_frames`` returns them). They are drawn from a random mixture of 10 well-separated
 Gaussians with random full covariances, and the frames are independent (no time structure). The
 settings are ``GmmParams``' defaults, the same as params.yaml's gmm section: full covariance,
 reg_covar 1e-4, max_iter 300, n_init 2, tol 1e-3, seed 1234.
 
-Stock vs ours: ``pipeline.gmm.fit_mixture`` runs EM with BLAS limited to 1 thread (threadpoolctl).
+Stock vs ours: ``pipeline.prior.mixture.fit_mixture`` runs EM with BLAS limited to 1 thread (threadpoolctl).
 "stock" is plain ``sklearn.mixture.GaussianMixture(...).fit`` with the same data, params and seed
 and the BLAS libraries' default thread count, as a user of plain sklearn gets it; "ours" is
 ``fit_mixture``. Each configuration alternates stock, ours / ours, stock (ABBA), the ratio stock / ours
@@ -106,11 +106,11 @@ class EmCounter:
 
 def fit_once(z_train: np.ndarray, z_heldout: np.ndarray, k: int, params, counter: EmCounter,
              stock: bool = False) -> tuple[dict, object]:
-    """One timed fit by ``pipeline.gmm.fit_mixture`` (or, ``stock``, by sklearn's own GaussianMixture)."""
+    """One timed fit by ``pipeline.prior.mixture.fit_mixture`` (or, ``stock``, by sklearn's own GaussianMixture)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
-    from pipeline.gmm import fit_mixture
+    from pipeline.prior.mixture import fit_mixture
 
     counter.reset()
     with warnings.catch_warnings(record=True) as caught:

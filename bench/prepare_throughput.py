@@ -37,19 +37,19 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import machine, median, render_bench_corpus, table, timed, write_results
-from pipeline import prepare as ours_prepare
+from pipeline.audio.features import estimate_f0
 from pipeline.compat import import_ddsp
 from pipeline.config import BeamParams, F0Params, PrepareParams
-from pipeline.features import estimate_f0
-from pipeline.tfrecord import FLOAT_FEATURES, encode_example
+from pipeline.dataset.tfrecord import FLOAT_FEATURES, encode_example
+from pipeline.prepare import beam as ours_prepare
 
 PATCH_NOTE = ("ddsp patched in-process: (1) prepare_tfrecord_lib._load_audio_as_array reads with "
               "pydub.AudioSegment.from_file(f, format='wav') (pydub's native WAV reader, no ffprobe); the rest "
               "of ddsp's function (set_channels(1), set_frame_rate, array conversion, pad_or_trim) is unchanged. "
-              "(2) spectral_ops.compute_f0 (CREPE, not installable offline) -> pipeline.features.estimate_f0 "
+              "(2) spectral_ops.compute_f0 (CREPE, not installable offline) -> pipeline.audio.features.estimate_f0 "
               "with the same method as ours, returning ddsp's frame count (ceil(n/hop), +1 for 'center'). "
               "(3) chunk_secs = file length, so ddsp windows no zero padding (its default pads to 20 s chunks).")
-FAST_ENCODE_NOTE = ("'ours, fast encode' = ours with pipeline.tfrecord.encode_example replaced by "
+FAST_ENCODE_NOTE = ("'ours, fast encode' = ours with pipeline.dataset.tfrecord.encode_example replaced by "
                     "bench.prepare_throughput.encode_example_wire: the same tf.train.Example written straight in "
                     "protobuf wire format (one tobytes() per array) instead of through tf.train.FloatList, which "
                     "makes a Python float per sample.")
@@ -99,7 +99,7 @@ def check_wire_encoder() -> None:
 
 @contextlib.contextmanager
 def fast_encode():
-    # pipeline.prepare imported the name, so that is the binding to replace
+    # pipeline.prepare.beam imported the name, so that is the binding to replace
     saved = ours_prepare.encode_example
     ours_prepare.encode_example = encode_example_wire
     try:
@@ -117,7 +117,7 @@ def count_records(paths) -> int:
 
 
 def beam_flags(mode: str, workers: int) -> list[str]:
-    """The flags pipeline.prepare.pipeline_options builds for runner 'local': ddsp gets the same."""
+    """The flags pipeline.prepare.beam.pipeline_options builds for runner 'local': ddsp gets the same."""
     return [f"--runner={ours_prepare.LOCAL_RUNNER}", f"--direct_running_mode={mode}",
             f"--direct_num_workers={workers}"]
 
@@ -297,10 +297,10 @@ IMPORT_PROBE = """
 import json, time
 marks = [("interpreter", time.perf_counter())]
 import apache_beam.runners.worker.sdk_worker_main; marks.append(("apache_beam (SDK harness)", time.perf_counter()))
-import pipeline.prepare; marks.append(("pipeline.prepare", time.perf_counter()))
+import pipeline.prepare.beam; marks.append(("pipeline.prepare.beam", time.perf_counter()))
 import tensorflow; marks.append(("tensorflow", time.perf_counter()))
 from pipeline.compat import import_ddsp; import_ddsp(); marks.append(("ddsp (+ tfp, tf_keras)", time.perf_counter()))
-from pipeline.features import _swift_detector; _swift_detector()
+from pipeline.audio.features import _swift_detector; _swift_detector()
 marks.append(("swift_f0 ONNX session", time.perf_counter()))
 print(json.dumps([(name, t - marks[i][1]) for i, (name, t) in enumerate(marks[1:])]))
 """

@@ -45,8 +45,8 @@ class StockLoop:
         import tensorflow as tf
 
         from pipeline.compat import import_ddsp
+        from pipeline.dataset.tfrecord import shard_pattern
         from pipeline.model.build import build_autoencoder
-        from pipeline.tfrecord import shard_pattern
 
         ddsp = import_ddsp()
         self.model = build_autoencoder(train, spec, harmonic_synth=ddsp.synths.Harmonic if ddsp_model else None)
@@ -65,13 +65,13 @@ class StockLoop:
 
 
 class OurLoop:
-    """pipeline.model.train.Trainer.fit over pipeline.model.data.train_batches."""
+    """pipeline.model.train.Trainer.fit over pipeline.dataset.reader.train_batches."""
 
     def __init__(self, train, spec, data_dir: Path):
         import tensorflow as tf
 
+        from pipeline.dataset.reader import train_batches
         from pipeline.model.build import build_autoencoder
-        from pipeline.model.data import train_batches
         from pipeline.model.store import placeholder_batch
         from pipeline.model.train import Trainer
 
@@ -90,7 +90,7 @@ def make_loop(name: str, preset: str, batch_size: int, data_dir: Path):
     import tensorflow as tf
 
     from pipeline.config import TrainParams
-    from pipeline.tfrecord import DatasetSpec
+    from pipeline.dataset.tfrecord import DatasetSpec
 
     tf.keras.utils.set_random_seed(0)
     train = TrainParams(preset=preset, batch_size=batch_size).resolved()
@@ -127,8 +127,8 @@ def peak_memory(name: str, args, data_dir: Path) -> float:
 
 
 def synthetic_data(folder: Path) -> Path:
-    from pipeline.model.synthetic import write_synthetic_dataset
-    from pipeline.tfrecord import DatasetSpec
+    from pipeline.dataset.tfrecord import DatasetSpec
+    from tests.synthetic import write_synthetic_dataset
 
     return write_synthetic_dataset(folder, DatasetSpec(16000, 250, 4.0, "swift"), n_train=N_EXAMPLES, n_eval=4)
 

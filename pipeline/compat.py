@@ -9,7 +9,7 @@ Why this module exists:
 - ``ddsp.spectral_ops`` and ``ddsp.losses`` import ``crepe`` at module top, and the ``crepe``
   package cannot be installed offline (its setup.py downloads weights). We register a stand-in
   module that raises a clear error if anything calls it; the project never uses CREPE (f0 comes
-  from the offline estimators in :mod:`pipeline.features`).
+  from the offline estimators in :mod:`pipeline.audio.features`).
 - ddsp is installed with ``--no-deps`` (its pins cannot resolve on Python 3.11); the lock file
   installs exactly the modules its code paths import.
 """

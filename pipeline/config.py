@@ -15,7 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from pipeline.presets import TRAIN_PRESETS
+from pipeline.model.presets import TRAIN_PRESETS
+from pipeline.vocab import CONDITIONINGS, HELDOUT_METRICS, METHODS
 
 PARAMS_FILE = "params.yaml"
 # ddsp's TFRecordProvider frames its 16 kHz companion audio ("audio_16k") with this rate.
@@ -79,8 +80,8 @@ class BeamParams(_Section):
     configured through ``options`` (plain Beam command-line flags)."""
 
     runner: str = "local"
-    # in_memory by default: each multi_processing worker spends ~25 s importing TF + ddsp, which only
-    # pays off above ~1.5 h of audio (bench/README.md). multi_threading is not offered: it lost
+    # in_memory by default: each multi_processing worker first imports TF + ddsp, which only pays off
+    # for hours of audio (bench/prepare_throughput.py has the break-even). multi_threading is not offered: it lost
     # examples between Beam's counters and the written shards in benchmarks.
     mode: Literal["in_memory", "multi_processing"] = "in_memory"
     num_workers: Annotated[int, Field(ge=1, le=256)] = 1
@@ -240,11 +241,10 @@ class SampleParams(_Section):
     """Generation per K: which samplers, which conditioning, and when a clip counts as valid."""
 
     out_dir: str = "samples"
-    methods: Annotated[list[Literal["direct", "inverse_transform", "temporal"]], Field(min_length=1)] = [
-        "direct", "inverse_transform", "temporal"]
+    methods: Annotated[list[Literal[METHODS]], Field(min_length=1)] = list(METHODS)
     temporal_hold: bool = True  # also the hold-per-note variant of temporal sampling
     rho: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None  # None: estimated per cluster from real z
-    conditionings: Annotated[list[Literal["seed", "midi", "real"]], Field(min_length=1)] = ["seed", "midi", "real"]
+    conditionings: Annotated[list[Literal[CONDITIONINGS]], Field(min_length=1)] = list(CONDITIONINGS)
     n_real: Annotated[int, Field(ge=1, le=64)] = 1  # held-out examples whose contours are reused
     midi_file: str | None = None  # None: a seeded melody in the corpus style that was never rendered
     # compiled decoding runs fastest one clip per call on CPU (bench/generation_speed.py); more on GPUs
@@ -289,16 +289,13 @@ class TrackingParams(_Section):
     registered_model: Annotated[str, Field(min_length=1)] = "generative-ddsp-autoencoder"
 
 
-HELD_OUT_METRICS = ("loudness_l1_db", "f0_l1_cents", "f0_rpa", "f0_outlier_ratio", "spectral_distance")
-
-
 class FlowsParams(_Section):
     """The Prefect flows (pipeline.flows). Not a DVC param of any stage."""
 
     stage_retries: Annotated[int, Field(ge=0, le=10)] = 2      # for transient failures only
     retry_delay_secs: Annotated[float, Field(ge=0)] = 30.0
     # the retrain flow promotes a model only when it beats the current one on this held-out metric
-    promote_metric: Literal[HELD_OUT_METRICS] = "spectral_distance"
+    promote_metric: Literal[HELDOUT_METRICS] = "spectral_distance"
 
 
 class Params(_Section):

@@ -1,6 +1,7 @@
 """DVC stage ``prepare``: audio folder -> ddsp TFRecord shards, with a rejection report.
 
-Run as ``python -m stages.prepare``. Outs: ``prepare.out_dir`` (shards, spec.json, report.json) and
+Run as ``python -m stages.prepare``. Code: :mod:`pipeline.prepare` (with :mod:`pipeline.audio` and
+:mod:`pipeline.dataset`). Outs: ``prepare.out_dir`` (shards, spec.json, report.json) and
 ``reports/prepare`` (example spectrograms); metrics: ``metrics/prepare.json``.
 """
 from __future__ import annotations
@@ -8,46 +9,33 @@ from __future__ import annotations
 import sys
 
 from pipeline.config import load_params, project_root
-from pipeline.examples import iter_examples
-from pipeline.fsutil import staged_dir, write_json_atomic
-from pipeline.plots import plot_example
-from pipeline.prepare import REPORT_FILE, PrepareFailed, run_prepare
-from pipeline.tracking import stage_run
-
-METRICS_FILE = "metrics/prepare.json"
-PLOTS_DIR = "reports/prepare"
-
-
-def plot_examples(prepared_dir, plots_dir, n_examples: int, sample_rate: int, frame_rate: int) -> list:
-    paths = []
-    with staged_dir(plots_dir) as staging:
-        for i, ex in enumerate(iter_examples(prepared_dir, "eval", limit=n_examples)):
-            title = f"{ex['source']} @ {ex['offset_secs']:.1f} s (eval)"
-            paths.append(plot_example(staging / f"example_{i}.png", ex["audio"], sample_rate, ex["f0_hz"],
-                                      ex["f0_confidence"], ex["loudness_db"], frame_rate, title).name)
-    return [plots_dir / name for name in paths]
+from pipeline.paths import PREPARE_REPORT, Paths
+from pipeline.prepare.beam import PrepareFailed, run_prepare
+from pipeline.prepare.figures import plot_examples
+from pipeline.publish import write_json_atomic
+from pipeline.tracking.runs import stage_run
 
 
 def main() -> None:
     params = load_params()
-    root = project_root()
+    paths = Paths(params, project_root())
     cfg = params.prepare
-    out_dir = root / cfg.out_dir
     try:
-        report = run_prepare(cfg, root / cfg.audio_dir, out_dir, params.seed)
+        report = run_prepare(cfg, paths.audio_dir, paths.prepared_dir, params.seed)
     except (PrepareFailed, FileNotFoundError) as err:
         sys.exit(f"prepare failed: {err}")
     stats = report["stats"]
-    write_json_atomic(root / METRICS_FILE, stats)
-    plots = plot_examples(out_dir, root / PLOTS_DIR, cfg.n_plot_examples, cfg.sample_rate, cfg.frame_rate)
+    write_json_atomic(paths.prepare_metrics, stats)
+    plots = plot_examples(paths.prepared_dir, paths.prepare_plots, cfg.n_plot_examples, cfg.sample_rate,
+                          cfg.frame_rate)
     for rejected in report["rejected"]:
         print(f"prepare: rejected {rejected['source']}: {rejected['reason']} ({rejected['detail']})", file=sys.stderr)
     print(f"prepare: {stats['examples_train']} train / {stats['examples_eval']} eval examples from "
-          f"{stats['files_used']} files ({stats['files_rejected']} rejected) -> {out_dir}")
-    with stage_run("prepare", root, params.tracking) as run:
+          f"{stats['files_used']} files ({stats['files_rejected']} rejected) -> {paths.prepared_dir}")
+    with stage_run("prepare", paths.root, params.tracking) as run:
         run.log_params({"seed": params.seed, "prepare": cfg.model_dump()})
         run.log_metrics(stats)
-        run.log_artifact(out_dir / REPORT_FILE)
+        run.log_artifact(paths.prepared_dir / PREPARE_REPORT)
         for plot in plots:
             run.log_artifact(plot, "spectrograms")
 

@@ -116,7 +116,8 @@ def prefect_server(home: Path) -> Iterator[str]:
 def make_tiny_project(root: Path, **sections) -> Path:
     """A git + DVC project with this repo's dvc.yaml and code and the tiny params (plus ``sections``)."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", "requirements.lock", ".dvcignore"):
+        shutil.copy(REPO_ROOT / name, root / name)
     for folder in ("pipeline", "stages"):
         shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())  # every key dvc.yaml interpolates

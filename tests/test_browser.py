@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 import pandas as pd
 import pytest
-
 from services import TINY_KS
 
 pytestmark = pytest.mark.slow

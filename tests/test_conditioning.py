@@ -5,11 +5,18 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from pipeline.conditioning import (FLOOR_DB, melody_contour, read_midi_notes, real_contour, seed_preset,
-                                   unscale_f0, unscale_loudness)
-from pipeline.corpus import Note
-from pipeline.generate import ClipPlan, draw_z, plan_clips, z_onsets
-from pipeline.gmm import fit_mixture
+from pipeline.corpus.render import Note
+from pipeline.generation.conditioning import (
+    FLOOR_DB,
+    melody_contour,
+    read_midi_notes,
+    real_contour,
+    seed_preset,
+    unscale_f0,
+    unscale_loudness,
+)
+from pipeline.generation.plans import ClipPlan, draw_z, plan_clips, z_onsets
+from pipeline.prior.mixture import fit_mixture
 
 
 def test_seed_preset_uses_ddsp_scaling():

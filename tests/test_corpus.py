@@ -9,10 +9,20 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from pipeline import corpus
 from pipeline.config import CorpusParams
-from pipeline.corpus import (Note, file_frames, generate_melody, ground_truth_frames, ground_truth_path,
-                             load_ground_truth, normalise, render_corpus, render_notes, resolve_soundfont)
+from pipeline.corpus import render as corpus
+from pipeline.corpus.render import (
+    Note,
+    file_frames,
+    generate_melody,
+    ground_truth_frames,
+    ground_truth_path,
+    load_ground_truth,
+    normalise,
+    render_corpus,
+    render_notes,
+    resolve_soundfont,
+)
 
 TINY = CorpusParams(n_files=2, file_secs=3.0)
 
@@ -152,7 +162,7 @@ def test_audio_is_real_sound_where_the_notes_are(rendered):
 
 @pytest.mark.parametrize("pitch", [48, 60, 69, 76])
 def test_a_long_note_sounds_at_its_pitch(soundfont, pitch):
-    from pipeline.features import estimate_f0
+    from pipeline.audio.features import estimate_f0
 
     sr, frame_rate = 16000, 250
     audio = normalise(render_notes([Note(0.1, 1.6, pitch, 100)], soundfont, 0, sr, 2 * sr))
@@ -164,7 +174,7 @@ def test_a_long_note_sounds_at_its_pitch(soundfont, pitch):
 
 
 def test_a_rendered_melody_tracks_its_ground_truth(rendered):
-    from pipeline.features import estimate_f0
+    from pipeline.audio.features import estimate_f0
 
     out_dir, manifest = rendered
     audio, sr = _wav(out_dir, manifest["file"][0])

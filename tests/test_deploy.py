@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-
 from services import REPO_ROOT, prefect_env, run
 
 pytestmark = pytest.mark.slow

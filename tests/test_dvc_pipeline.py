@@ -49,7 +49,7 @@ def stages_to_run(project: Path) -> set[str]:
 
 @pytest.fixture
 def project(tmp_path):
-    for name in ("dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "params.yaml", "requirements.lock", ".dvcignore"):
         shutil.copy(REPO_ROOT / name, tmp_path / name)
     for folder in ("pipeline", "stages"):
         shutil.copytree(REPO_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -71,3 +71,21 @@ def test_changing_only_the_k_list_reruns_no_training_and_no_extraction(project):
     assert {"fit_gmm@5", "sample@5", "evaluate", "report"} <= rerun
     for stage in ("corpus", "prepare", "train", "extract_z", f"fit_gmm@{old_ks[0]}", f"sample@{old_ks[1]}"):
         assert stage not in rerun, f"{stage} would rerun after a change to gmm.n_components only"
+
+
+def test_a_change_inside_one_subpackage_reruns_only_the_stages_that_use_it(project):
+    assert stages_to_run(project) == set()
+    ks = yaml.safe_load((project / "params.yaml").read_text())["gmm"]["n_components"]
+    reader = project / "pipeline/latent/ztable.py"
+    reader.write_text(reader.read_text() + "\n# an edit to the z-table reader\n")
+    # `dvc status` names the stages whose own deps changed; `dvc repro` then reruns what lies downstream
+    users = {"extract_z", *(f"fit_gmm@{k}" for k in ks), *(f"sample@{k}" for k in ks)}
+    assert stages_to_run(project) == users, "the z table's users rerun, the corpus and training do not"
+
+    for name in ("vocab.py", "paths.py", "config.py", "publish.py"):  # infrastructure: reruns nothing more
+        path = project / "pipeline" / name
+        path.write_text(path.read_text() + "\n# an edit to shared infrastructure\n")
+    (project / "pipeline/__pycache__").mkdir(exist_ok=True)
+    (project / "pipeline/prior/__pycache__").mkdir(exist_ok=True)
+    (project / "pipeline/prior/__pycache__/mixture.cpython-311.pyc").write_bytes(b"bytecode is not a dep")
+    assert stages_to_run(project) == users

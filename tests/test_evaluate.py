@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from pipeline.evaluation import summarise_reasons
+from pipeline.evaluation.aggregate import summarise_reasons
 from stages import evaluate
 
 KS = [2, 3]
@@ -196,7 +196,7 @@ def test_reasons_group_checks_whose_values_differ():
 
 
 def test_missing_clips_of_a_listed_k_is_an_error(tmp_path):
-    from pipeline.evaluation import load_clips
+    from pipeline.evaluation.aggregate import load_clips
 
     with pytest.raises(FileNotFoundError, match="run sample@4"):
         load_clips(tmp_path / "samples", [4])

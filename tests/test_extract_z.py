@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.config import TrainParams
-from pipeline.tfrecord import DatasetSpec
+from pipeline.dataset.tfrecord import DatasetSpec
 
 SPEC = DatasetSpec(sample_rate=16000, frame_rate=250, example_secs=1.0, f0_method="swift")
 TINY = dict(decoder_frame_rate=50, z_dims=3, z_time_steps=63, encoder_rnn_channels=8, decoder_rnn_channels=8,
@@ -25,7 +25,7 @@ def project(tmp_path_factory) -> Path:
 
     from pipeline.model.build import build_autoencoder
     from pipeline.model.store import placeholder_batch, write_model
-    from pipeline.model.synthetic import write_synthetic_dataset
+    from tests.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("project")
     write_synthetic_dataset(root / "data" / "prepared", SPEC, n_train=N_TRAIN, n_eval=N_EVAL, seed=1, n_shards=2)
@@ -67,7 +67,7 @@ def test_schema_and_rows_per_split(extracted):
     metrics = json.loads((extracted / "metrics" / "extract_z.json").read_text())
     assert metrics["rows"] == {"train": N_TRAIN * t, "eval": N_EVAL * t}
     assert metrics["z_dims"] == TINY["z_dims"] and metrics["z_time_steps"] == t
-    assert metrics["frames_per_s"] > 0
+    assert "frames_per_s" not in metrics, "wall-clock time stays out of DVC-tracked metrics"
 
 
 def test_contours_are_sampled_at_the_z_frame_times(extracted):
@@ -75,7 +75,7 @@ def test_contours_are_sampled_at_the_z_frame_times(extracted):
     import tensorflow as tf
 
     from pipeline.compat import import_ddsp
-    from pipeline.model.data import ordered_batches
+    from pipeline.dataset.reader import ordered_batches
 
     rows = pq.read_table(extracted / "data" / "z" / "z_frames.parquet").to_pandas()
     first = next(iter(ordered_batches(extracted / "data" / "prepared", "train", SPEC, 1)))

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from pipeline.synthesis import CLIPS_FILE
-from pipeline.tfrecord import DatasetSpec
+from pipeline.dataset.tfrecord import DatasetSpec
+from pipeline.generation.render import CLIPS_FILE
 
 SPEC = DatasetSpec(sample_rate=16000, frame_rate=250, example_secs=1.0, f0_method="swift")
 TINY_TRAIN = dict(decoder_frame_rate=50, z_dims=4, z_time_steps=32, encoder_rnn_channels=16, decoder_rnn_channels=32,
@@ -38,7 +38,7 @@ def project(tmp_path_factory):
     from pipeline.config import TrainParams
     from pipeline.model.build import build_autoencoder
     from pipeline.model.store import placeholder_batch, write_model
-    from pipeline.model.synthetic import write_synthetic_dataset
+    from tests.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("project")
     write_synthetic_dataset(root / "data/prepared", SPEC, n_train=6, n_eval=3, seed=1)
@@ -87,7 +87,8 @@ def test_sample_stage_writes_every_planned_clip_with_its_metrics(in_project):
 
 
 def test_generate_plays_a_midi_melody_deterministically(in_project):
-    from stages import fit_gmm, generate
+    from pipeline import cli
+    from stages import fit_gmm
 
     if not (in_project / "models/gmm/k2/mixture.json").exists():
         fit_gmm.main(["--k", "2"])
@@ -98,22 +99,22 @@ def test_generate_plays_a_midi_melody_deterministically(in_project):
     midi.write(str(in_project / "tune.mid"))
     outs = []
     for name in ("a.wav", "b.wav"):
-        generate.main(["--k", "2", "--cluster", "1", "--method", "temporal", "--midi", "tune.mid", "--seed", "4",
+        cli.main(["generate", "--k", "2", "--cluster", "1", "--method", "temporal", "--midi", "tune.mid", "--seed", "4",
                        "--out", f"gen/{name}"])
         outs.append(sf.read(in_project / "gen" / name)[0])
     assert len(outs[0]) == int(np.ceil((2.35 + 0.5) * 250)) * 16000 // 250  # the melody plus 0.5 s release
     np.testing.assert_array_equal(outs[0], outs[1])
     assert (in_project / "gen/a.png").is_file()
-    generate.main(["--k", "2", "--cluster", "0", "--method", "temporal", "--midi", "tune.mid", "--seed", "4",
+    cli.main(["generate", "--k", "2", "--cluster", "0", "--method", "temporal", "--midi", "tune.mid", "--seed", "4",
                    "--out", "gen/c.wav"])
     assert not np.array_equal(sf.read(in_project / "gen/c.wav")[0], outs[0]), "another cluster, another timbre"
 
 
 def test_generate_refuses_bad_arguments(in_project, capsys):
-    from stages import generate
+    from pipeline import cli
 
     with pytest.raises(SystemExit):
-        generate.main(["--k", "2", "--method", "temporal", "--f0-hz", "220", "--out", "x.wav"])
+        cli.main(["generate", "--k", "2", "--method", "temporal", "--f0-hz", "220", "--out", "x.wav"])
     assert "--cluster is required" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no mixture for K=7"):
-        generate.main(["--k", "7", "--method", "direct", "--f0-hz", "220", "--out", "x.wav"])
+        cli.main(["generate", "--k", "7", "--method", "direct", "--f0-hz", "220", "--out", "x.wav"])

@@ -9,8 +9,17 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from pipeline.gmm import (ARRAYS_FILE, META_FILE, cholesky_factors, fit_mixture, full_covariances,
-                          load_mixture, mixture_metrics, recommend_k, save_mixture)
+from pipeline.evaluation.aggregate import recommend_k
+from pipeline.prior.mixture import (
+    ARRAYS_FILE,
+    META_FILE,
+    cholesky_factors,
+    fit_mixture,
+    full_covariances,
+    load_mixture,
+    mixture_metrics,
+    save_mixture,
+)
 
 CENTRES = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0], [0.0, 8.0, 0.0]])
 

@@ -26,7 +26,8 @@ def controls(seed: int = 0, batch: int = 2):
 
 
 def test_equals_ddsp_harmonic_synth_and_float64_reference():
-    from pipeline.model.harmonic import float64_harmonic_audio, harmonic_audio
+    from pipeline.model.harmonic import harmonic_audio
+    from tests.synthetic import float64_harmonic_audio
 
     synth, amplitudes, distribution, f0_hz = controls()
     ours = harmonic_audio(amplitudes, distribution, f0_hz, N_SAMPLES, SAMPLE_RATE).numpy()
@@ -96,7 +97,8 @@ def test_a_hundred_harmonics_over_four_seconds_stay_accurate():
     import tensorflow as tf
 
     from pipeline.compat import import_ddsp
-    from pipeline.model.harmonic import float64_harmonic_audio, harmonic_audio
+    from pipeline.model.harmonic import harmonic_audio
+    from tests.synthetic import float64_harmonic_audio
 
     rng = np.random.default_rng(4)
     n_frames, n_harmonics = 400, 100
@@ -125,10 +127,11 @@ def test_refuses_lengths_it_does_not_compute():
 def test_model_with_fast_harmonic_sounds_like_the_ddsp_one_with_the_same_weights():
     from pipeline.compat import import_ddsp
     from pipeline.config import TrainParams
+    from pipeline.dataset.tfrecord import DatasetSpec
     from pipeline.model.build import build_autoencoder
-    from pipeline.model.harmonic import FastHarmonic, float64_harmonic_audio
+    from pipeline.model.harmonic import FastHarmonic
     from pipeline.model.store import placeholder_batch
-    from pipeline.tfrecord import DatasetSpec
+    from tests.synthetic import float64_harmonic_audio
 
     spec = DatasetSpec(sample_rate=SAMPLE_RATE, frame_rate=250, example_secs=1.0, f0_method="swift")
     train = TrainParams(decoder_frame_rate=50, z_dims=4, z_time_steps=32, encoder_rnn_channels=16,

@@ -6,10 +6,23 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.features import estimate_f0
-from pipeline.metrics import (MfccAccumulator, MfccStats, clip_metrics, f0_accuracy, frechet_distance, frechet_mfcc,
-                              hnr_db_from_audio, hnr_db_from_controls, is_valid, loudness_l1_db, mfcc_frames,
-                              mfcc_stats, spectral_flatness, timbre_consistency)
+from pipeline.audio.features import estimate_f0
+from pipeline.metrics.clip import (
+    MfccAccumulator,
+    MfccStats,
+    clip_metrics,
+    f0_accuracy,
+    frechet_distance,
+    frechet_mfcc,
+    hnr_db_from_audio,
+    hnr_db_from_controls,
+    is_valid,
+    loudness_l1_db,
+    mfcc_frames,
+    mfcc_stats,
+    spectral_flatness,
+    timbre_consistency,
+)
 
 SR = 16_000
 FRAME_RATE = 250
@@ -153,7 +166,7 @@ def test_noise_is_invalid_and_names_hnr(noise):
 
 def test_clip_metrics_on_a_clean_tone(tone):
     """The one test that loads ddsp (for its loudness): all metric names, tone-like values."""
-    from pipeline.features import compute_loudness_db
+    from pipeline.audio.features import compute_loudness_db
 
     loudness = compute_loudness_db(tone, SR, FRAME_RATE, N_FRAMES)
     reference = mfcc_stats(mfcc_frames(tone, SR))

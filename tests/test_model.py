@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from pipeline.config import MFCC_ENCODER_HOPS, TRAIN_PRESETS, ConfigError, TrainParams, parse_params
-from pipeline.tfrecord import DatasetSpec
+from pipeline.dataset.tfrecord import DatasetSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC = DatasetSpec(sample_rate=16000, frame_rate=250, example_secs=1.0, f0_method="swift")
@@ -30,7 +30,7 @@ TINY = dict(decoder_frame_rate=50, z_dims=4, z_time_steps=32, encoder_rnn_channe
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    from pipeline.model.synthetic import write_synthetic_dataset
+    from tests.synthetic import write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("prepared"), SPEC, n_train=12, n_eval=4, seed=3)
 
@@ -105,8 +105,8 @@ def test_checkpoints_of_another_configuration_are_not_resumed(tmp_path):
 def test_loss_falls_on_a_repeated_batch(dataset, tmp_path):
     import tensorflow as tf
 
+    from pipeline.dataset.reader import train_batches
     from pipeline.model.build import build_autoencoder
-    from pipeline.model.data import train_batches
     from pipeline.model.train import LOSS_LOG, Trainer
 
     tf.keras.utils.set_random_seed(0)
@@ -184,10 +184,10 @@ def test_resume_after_kill_continues_from_the_checkpoint(dataset, tmp_path):
 def test_load_model_round_trip_gives_identical_outputs(dataset, tmp_path):
     import tensorflow as tf
 
+    from pipeline.dataset.reader import ordered_batches
     from pipeline.model.build import build_autoencoder
-    from pipeline.model.data import ordered_batches
+    from pipeline.model.decode import encode_z, synthesize
     from pipeline.model.store import load_model, write_model
-    from pipeline.model.synthesis import encode_z, synthesize
 
     tf.keras.utils.set_random_seed(1)
     train = tiny()
@@ -216,8 +216,8 @@ def test_decode_any_length_with_separate_harmonic_and_noise():
     import tensorflow as tf
 
     from pipeline.model.build import build_autoencoder
+    from pipeline.model.decode import decode, decoder_outputs, encode_z, noise_seed_tensor, synthesize
     from pipeline.model.store import placeholder_batch
-    from pipeline.model.synthesis import decode, decoder_outputs, encode_z, noise_seed_tensor, synthesize
 
     model = build_autoencoder(tiny(reverb=False), SPEC)
     model(placeholder_batch(SPEC), training=False)

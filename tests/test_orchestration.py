@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from services import TINY_KS, dvc, prefect_env, run, stage_env
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ import soundfile as sf
 import yaml
 
 from pipeline.config import BeamParams, F0Params, PrepareParams
-from pipeline.examples import iter_examples
-from pipeline.prepare import PrepareFailed, assign_splits, run_prepare
-from pipeline.tfrecord import DatasetSpec, shard_pattern
+from pipeline.dataset.reader import iter_examples
+from pipeline.dataset.tfrecord import DatasetSpec, shard_pattern
+from pipeline.prepare.beam import PrepareFailed, assign_splits, run_prepare
 from tests.conftest import harmonic_tone, write_audio
 
 SR = 16000

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import TrackingParams
-from pipeline.registry import CHAMPION, compare, register_candidate
+from pipeline.tracking.registry import CHAMPION, compare, register_candidate
 
 SETTINGS = TrackingParams(experiment="registry-test", registered_model="ae")
 EVAL = "eval-digest-a"

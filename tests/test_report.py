@@ -7,9 +7,9 @@ from urllib.parse import unquote
 
 import pytest
 import yaml
+from test_evaluate import KS, STALE_K, make_project
 
 from stages import evaluate, report
-from test_evaluate import KS, STALE_K, make_project
 
 
 class PageIndex(HTMLParser):

@@ -1,4 +1,4 @@
-"""The sampling methods of DESIGN.md, checked on their statistics and on exact reproducibility."""
+"""The sampling methods of ARCHITECTURE.md, checked on their statistics and on exact reproducibility."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,18 @@ import pytest
 from scipy.linalg import solve_triangular
 from sklearn.mixture import GaussianMixture
 
-from pipeline.gmm import cholesky_factors
-from pipeline.sampling import (RHO_MAX, ar1_filter, estimate_rho, make_rng, sample_direct, sample_hold,
-                               sample_inverse_transform, sample_temporal, z_matrix)
+from pipeline.latent.ztable import z_matrix
+from pipeline.prior.mixture import cholesky_factors
+from pipeline.prior.samplers import (
+    RHO_MAX,
+    ar1_filter,
+    estimate_rho,
+    make_rng,
+    sample_direct,
+    sample_hold,
+    sample_inverse_transform,
+    sample_temporal,
+)
 
 D = 4
 N_DRAWS = 20_000

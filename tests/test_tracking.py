@@ -9,8 +9,15 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import TrackingParams
-from pipeline.tracking import (PARENT_ENV, PARENT_TAG, TrackingError, end_pipeline_run, k_run, stage_run,
-                               start_pipeline_run)
+from pipeline.tracking.runs import (
+    PARENT_ENV,
+    PARENT_TAG,
+    TrackingError,
+    end_pipeline_run,
+    k_run,
+    stage_run,
+    start_pipeline_run,
+)
 
 SETTINGS = TrackingParams(experiment="tracking-test")
 
@@ -70,7 +77,7 @@ for stage in sys.argv[1:]:
     subprocess.run([sys.executable, "-c", {child!r}.format(stage=stage)], check=True)
 '''
 CHILD = ("from pathlib import Path; from pipeline.config import TrackingParams; "
-         "from pipeline.tracking import stage_run; "
+         "from pipeline.tracking.runs import stage_run; "
          "exec('with stage_run(\"{stage}\", Path(\".\"), TrackingParams(experiment=\"tracking-test\")) as r: "
          "r.log_metrics({{\"x\": 1}})')")
 
@@ -112,7 +119,7 @@ def test_disabled_tracking_touches_no_store(tmp_path, monkeypatch):
 
 
 def test_default_store_is_at_the_project_root_whatever_the_working_directory(tmp_path, monkeypatch):
-    from pipeline.tracking import tracking_uri
+    from pipeline.tracking.runs import tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -21,7 +21,7 @@ from prefect.states import Completed, State
 
 from pipeline.config import PARAMS_FILE, apply_overrides, load_params
 from pipeline.flows.dvc import StageFailed, run_stage, stage_environment, stage_order
-from pipeline.tracking import PARENT_ENV, TrackingError, end_pipeline_run, start_pipeline_run
+from pipeline.tracking.runs import PARENT_ENV, TrackingError, end_pipeline_run, start_pipeline_run
 
 
 def _transient(task, task_run, state) -> bool:

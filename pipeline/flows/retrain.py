@@ -4,7 +4,7 @@ With a DVC remote configured, data and models are pulled first (outs the remote 
 skipped) and everything is pushed at the end, so a GPU worker starting from a bare checkout
 shares its results. The build flow rebuilds what changed; the new model is registered in MLflow
 and the ``champion`` alias moves to it only when it beats the current champion on
-``flows.promote_metric`` (see :mod:`pipeline.registry`); the flow's result and log say which
+``flows.promote_metric`` (see :mod:`pipeline.tracking.registry`); the flow's result and log say which
 and why.
 
     python -m pipeline.flows.retrain
@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from pipeline.config import PARAMS_FILE, Params, apply_overrides, load_params
 from pipeline.flows.build import build, parent_run
 from pipeline.flows.dvc import remotes, stage_environment, transfer
-from pipeline.registry import folder_digest, register_candidate
+from pipeline.tracking.registry import folder_digest, register_candidate
 
 TRAIN_METRICS = "metrics/train.json"
 
@@ -43,9 +43,9 @@ def heldout_metrics(project_dir: str) -> dict:
 def rescore(project: Path, params: Params):
     """Scores a model folder on the project's current held-out data (same settings as the train stage)."""
     def score(model_dir: Path) -> dict:
-        from pipeline.model.evaluate import Evaluator  # TensorFlow loads only when a rescore is needed
+        from pipeline.dataset.tfrecord import DatasetSpec
+        from pipeline.model.heldout import Evaluator  # TensorFlow loads only when a rescore is needed
         from pipeline.model.store import load_model
-        from pipeline.tfrecord import DatasetSpec
 
         data_dir = project / params.prepare.out_dir
         spec = DatasetSpec.load(data_dir)

@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from pipeline.compat import import_ddsp
 from pipeline.config import ConfigError, TrainParams, encoder_z_time_steps
+from pipeline.dataset.tfrecord import DatasetSpec
 from pipeline.model.harmonic import FastHarmonic
-from pipeline.tfrecord import DatasetSpec
 
 HARMONIC, NOISE, ADD, REVERB = "harmonic", "filtered_noise", "add", "reverb"
 
@@ -95,8 +95,8 @@ def _processor_group(ddsp, t: TrainParams, spec: DatasetSpec, harmonic_synth):
 def use_generic_gru_kernels(model: tf.keras.Model) -> None:
     """Run the model's GRUs through Keras' generic RNN loop rather than its cuDNN-selecting one.
 
-    Under XLA the backend-selecting GRU of tf-keras is recompiled for every new batch (measured
-    here: ~1.6 s per step for a tiny encoder, against ~4 ms once compiled); the generic loop
+    Under XLA the backend-selecting GRU of tf-keras is recompiled for every new batch, which costs
+    far more than the step itself; the generic loop
     computes the same function with the same weights and compiles once. Only for ``jit_compile``:
     without XLA on a GPU the cuDNN kernel is the fast one.
     """

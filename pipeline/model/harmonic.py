@@ -20,16 +20,14 @@ Both steps are linear, which this module uses:
 Harmonics at or above Nyquist are silenced per sample, as ``oscillator_bank`` does. The result
 equals ddsp's for the same controls up to float32 rounding, and so do its gradients with respect
 to the amplitudes, the distribution and f0 (tests/test_harmonic.py); the gradient is written by
-hand so that XLA compiles it as one loop over the harmonics. The model trains through it: at the
-``cpu`` preset's batch of 8, forward and backward take about 0.05 s against ddsp's 0.9 s under XLA,
-and the forward pass alone about 5 ms per 4 s clip against ddsp's 50-70 ms. It covers what
+hand so that XLA compiles it as one loop over the harmonics. The model trains through it, far
+faster than through ddsp's synth (bench/train_throughput.py, bench/generation_speed.py). It covers what
 :mod:`pipeline.model.build` makes (window amplitude resampling, no harmonic shifts).
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import tensorflow as tf
 
 from pipeline.compat import import_ddsp
@@ -68,7 +66,7 @@ def harmonic_audio(amplitudes: tf.Tensor, harmonic_distribution: tf.Tensor, f0_h
     f0_hz [batch, frames, 1]; ``n_samples`` must be a multiple of ``frames``. Plain TensorFlow ops:
     under a caller's XLA compilation (``jit_compile``) the loop over harmonics fuses into one pass
     over the samples. It is deliberately not a compiled function of its own: nested in the train
-    step's XLA function, it made TensorFlow compile again on every step (10 s per step).
+    step's XLA function, it made TensorFlow compile again on every step.
     ``differentiable=False`` (generation) leaves out the hand-written gradient, which nothing then
     needs.
     """
@@ -147,7 +145,7 @@ def _crossfaded_harmonics(phase, f0_env, harmonic_amps, next_amps, rise, sample_
     """:func:`_crossfaded_harmonics_forward` with its gradient written by hand.
 
     Left to autodiff, XLA recomputes the rotation chain for every harmonic's gradient (quadratic in
-    the harmonics: 0.66 s against 0.05 s for a batch of 8 clips of 4 s with 40 harmonics).
+    the harmonics).
     """
     n_harmonics = int(harmonic_amps.shape[-1])
     nyquist = sample_rate / 2.0
@@ -180,15 +178,3 @@ def _crossfaded_harmonics(phase, f0_env, harmonic_amps, next_amps, rise, sample_
         return d_phase, None, d_harmonic_amps, d_next_amps, None, None
 
     return audio, gradient
-
-
-def float64_harmonic_audio(amplitudes, harmonic_distribution, f0_hz, n_samples: int, sample_rate: int
-                           ) -> np.ndarray:
-    """A slow reference for checks: ddsp's own envelope functions, then phases and sines in float64."""
-    core = _ddsp.core
-    n_harmonics = int(harmonic_distribution.shape[-1])
-    freqs = core.resample(core.get_harmonic_frequencies(f0_hz, n_harmonics), n_samples).numpy().astype(np.float64)
-    amps = core.resample(amplitudes * harmonic_distribution, n_samples, method="window").numpy().astype(np.float64)
-    amps[freqs >= sample_rate / 2] = 0.0
-    phases = np.cumsum(2 * np.pi * freqs / sample_rate, axis=1)
-    return (amps * np.sin(phases)).sum(-1)

@@ -3,7 +3,7 @@
 ``config.json`` holds the resolved ``train`` section and the DatasetSpec it was trained on;
 ``weights/`` a model-only TensorFlow checkpoint (no optimizer state). ``load_model`` rebuilds the
 Autoencoder from the config with :func:`pipeline.model.build.build_autoencoder` and restores it.
-Write into a staging folder (``pipeline.fsutil.staged_dir``) so the folder appears whole or not at all.
+Write into a staging folder (``pipeline.publish.staged_dir``) so the folder appears whole or not at all.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.config import TrainParams
+from pipeline.dataset.tfrecord import DatasetSpec
 from pipeline.model.build import build_autoencoder
-from pipeline.tfrecord import DatasetSpec
 
 CONFIG_FILE = "config.json"
 WEIGHTS_PREFIX = "weights/model"

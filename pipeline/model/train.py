@@ -26,19 +26,22 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import tensorflow as tf
 from tqdm import tqdm
 
-from pipeline.config import TrainParams
-from pipeline.fsutil import write_json_atomic
-from pipeline.model.build import use_generic_gru_kernels
-from pipeline.model.data import shard_files
-from pipeline.model.distribute import is_chief
-from pipeline.tfrecord import SPLITS, DatasetSpec
+from pipeline.config import Params, TrainParams
+from pipeline.dataset.reader import shard_files, train_batches
+from pipeline.dataset.tfrecord import SPLITS, DatasetSpec
+from pipeline.model.build import build_autoencoder, resolve_for_dataset, use_generic_gru_kernels
+from pipeline.model.distribute import is_chief, make_strategy, use_mixed_precision
+from pipeline.model.heldout import Evaluator
+from pipeline.model.store import placeholder_batch
+from pipeline.publish import write_json_atomic
+from pipeline.vocab import WALL_CLOCK_FIELDS
 
 LOSS_LOG = "loss.csv"
 UNTRAINED_METRICS = "untrained_metrics.json"
@@ -237,3 +240,53 @@ def untrained_metrics(trainer: Trainer, start_step: int, evaluate: Callable[[tf.
         raise RuntimeError(f"{path} is missing although checkpoints exist: delete {trainer.checkpoint_dir} "
                            "to train from scratch")
     return json.loads(path.read_text())
+
+
+@dataclass
+class TrainResult:
+    """What one training run leaves for the stage to publish (the chief's view)."""
+
+    model: tf.keras.Model
+    train: TrainParams       # resolved: every preset value filled in
+    spec: DatasetSpec
+    steps: int
+    untrained: dict
+    trained: dict
+    evaluator: Evaluator
+    loss_log: Path           # the run's loss log beside its checkpoints
+
+
+def train_autoencoder(params: Params, data_dir: Path, checkpoint_dir: Path) -> TrainResult | None:
+    """Train (or resume training) the autoencoder of ``params.train`` on the prepared data.
+
+    Returns None on a non-chief multi-worker task, which publishes nothing.
+    """
+    spec = DatasetSpec.load(data_dir)
+    train = resolve_for_dataset(params.train, spec)
+    if is_chief() and claim_checkpoint_dir(checkpoint_dir, run_identity(train, spec, data_dir, params.seed)):
+        print(f"train: {checkpoint_dir} held checkpoints of another configuration or data: removed", flush=True)
+
+    tf.keras.utils.set_random_seed(params.seed)
+    mixed = use_mixed_precision(train.mixed_precision)
+    trainer = Trainer(lambda: build_autoencoder(train, spec), train, make_strategy(train.strategy), checkpoint_dir,
+                      mixed)
+    trainer.build(placeholder_batch(spec, train.batch_size))
+    start = trainer.restore()
+    print(f"train: resuming from step {start} in {trainer.checkpoint_dir}" if start else
+          f"train: starting at step 0 (no checkpoint in {trainer.checkpoint_dir})", flush=True)
+    evaluator = Evaluator(data_dir, spec, train.eval_examples, fmin_hz=params.prepare.f0.fmin_hz,
+                          fmax_hz=params.prepare.f0.fmax_hz)
+    untrained = untrained_metrics(trainer, start, evaluator)
+    # a resumed run reshuffles from a new seed rather than replaying the first batches
+    steps = trainer.fit(train_batches(data_dir, spec, train.batch_size, seed=params.seed + start))
+    if not is_chief():
+        return None
+    return TrainResult(trainer.model, train, spec, steps, untrained, evaluator(trainer.model), evaluator,
+                       trainer.checkpoint_dir / LOSS_LOG)
+
+
+def loss_curve_rows(path: str | Path) -> list[dict]:
+    """The loss log's rows as written (text), without wall-clock columns: what DVC tracks as the curve."""
+    with Path(path).open(newline="") as handle:
+        return [{key: value for key, value in row.items() if key not in WALL_CLOCK_FIELDS}
+                for row in csv.DictReader(handle)]

@@ -1,0 +1,1 @@
+"""The latent z as data: the z frames table (``ztable``: schema, writer, reader)."""

@@ -1,0 +1,127 @@
+"""Every output path, computed from params in one place (dvc.yaml's outs are checked against it).
+
+``Paths(params, root)`` answers with absolute paths under the project root; a K-indexed output is a
+method (``paths.mixture_dir(8)`` -> ``<root>/models/gmm/k8``). Folder and file names inside a
+stage's outputs that other stages read live here too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Params
+
+METRICS_DIR = "metrics"
+CLIPS_FILE = "clips.csv"    # the manifest of sample@K: one row per clip
+CLIP_DIR = "clips"          # WAV + PNG of every clip
+PREPARE_REPORT = "report.json"
+RECONSTRUCTIONS = "reconstructions"
+
+
+def k_name(k: int) -> str:
+    """The folder/file stem of everything of one mixture: ``k8``."""
+    return f"k{k}"
+
+
+@dataclass(frozen=True)
+class Paths:
+    params: Params
+    root: Path
+
+    def _at(self, relative: str) -> Path:
+        return self.root / relative
+
+    # corpus
+    @property
+    def corpus_dir(self) -> Path:
+        return self._at(self.params.corpus.out_dir)
+
+    @property
+    def corpus_metrics(self) -> Path:
+        return self._at(f"{METRICS_DIR}/corpus.json")
+
+    # prepare
+    @property
+    def audio_dir(self) -> Path:
+        return self._at(self.params.prepare.audio_dir)
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self._at(self.params.prepare.out_dir)
+
+    @property
+    def prepare_plots(self) -> Path:
+        return self._at("reports/prepare")
+
+    @property
+    def prepare_metrics(self) -> Path:
+        return self._at(f"{METRICS_DIR}/prepare.json")
+
+    # train
+    @property
+    def model_dir(self) -> Path:
+        return self._at(self.params.train.model_dir)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self._at(self.params.train.checkpoint_dir)
+
+    @property
+    def train_metrics(self) -> Path:
+        return self._at(f"{METRICS_DIR}/train.json")
+
+    @property
+    def train_loss(self) -> Path:
+        return self._at(f"{METRICS_DIR}/train_loss.csv")
+
+    # extract_z
+    @property
+    def z_table(self) -> Path:
+        return self._at(self.params.extract_z.out_path)
+
+    @property
+    def extract_metrics(self) -> Path:
+        return self._at(f"{METRICS_DIR}/extract_z.json")
+
+    # fit_gmm@K
+    def mixture_dir(self, k: int) -> Path:
+        return self._at(self.params.gmm.out_dir) / k_name(k)
+
+    @property
+    def mixture_metrics_dir(self) -> Path:
+        return self._at(self.params.gmm.metrics_dir)
+
+    def mixture_metrics(self, k: int) -> Path:
+        return self.mixture_metrics_dir / f"{k_name(k)}.json"
+
+    # sample@K
+    @property
+    def samples_root(self) -> Path:
+        return self._at(self.params.sample.out_dir)
+
+    def samples_dir(self, k: int) -> Path:
+        return self.samples_root / k_name(k)
+
+    def clips_file(self, k: int) -> Path:
+        return self.samples_dir(k) / CLIPS_FILE
+
+    def sample_metrics(self, k: int) -> Path:
+        return self._at(f"{METRICS_DIR}/samples/{k_name(k)}.json")
+
+    # evaluate
+    @property
+    def evaluate_metrics(self) -> Path:
+        return self._at(f"{METRICS_DIR}/evaluate.json")
+
+    @property
+    def evaluate_plots(self) -> Path:
+        return self._at(f"{METRICS_DIR}/evaluate")
+
+    @property
+    def evaluate_report(self) -> Path:
+        return self._at("reports/evaluate")
+
+    # report
+    @property
+    def report_page(self) -> Path:
+        return self._at("reports/index.html")

@@ -1,0 +1,1 @@
+"""Stage ``report``: the static HTML page over evaluate's results and every clip (``html``)."""
