@@ -114,8 +114,8 @@ def envelope_from_contours(contours: Sequence[Contour], frame_rate: int, *,
                            peak_percentiles: tuple[float, float] = DEFAULT_PEAK_PERCENTILES,
                            floor_percentile: float = DEFAULT_FLOOR_PERCENTILE, attack_s: float = DEFAULT_ATTACK_S,
                            min_decay_s: float = DEFAULT_MIN_DECAY_S, release_s: float = DEFAULT_RELEASE_S,
-                           silence_margin_s: float = DEFAULT_SILENCE_MARGIN_S, min_events: int = DEFAULT_MIN_EVENTS, default: EnvelopeParams = DEFAULT_ENVELOPE
-                           ) -> EnvelopeFit:
+                           silence_margin_s: float = DEFAULT_SILENCE_MARGIN_S, min_events: int = DEFAULT_MIN_EVENTS,
+                           default: EnvelopeParams = DEFAULT_ENVELOPE) -> EnvelopeFit:
     """Measure :class:`EnvelopeParams` on real contours (see the module docstring for each number)."""
     low_pct, high_pct = peak_percentiles
     if not 0.0 <= low_pct < high_pct <= 100.0:

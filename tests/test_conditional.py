@@ -149,7 +149,8 @@ def test_conditional_loglik_beats_unconditional_only_when_z_depends_on_c(depende
     zi_train, ci_train = independent_frames(8000, seed=2)
     independent = fit_joint_mixture(zi_train, ci_train, 1, seed=0)
     zi_eval, ci_eval = independent_frames(3000, seed=8)
-    gap = heldout_conditional_loglik(independent, zi_eval, ci_eval) - marginal_loglik_frames(independent, zi_eval).mean()
+    gap = (heldout_conditional_loglik(independent, zi_eval, ci_eval)
+           - marginal_loglik_frames(independent, zi_eval).mean())
     assert abs(gap) < 0.01
 
 
