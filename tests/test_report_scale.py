@@ -14,6 +14,11 @@ from pipeline.report_scale import (LD_RANGE_V1, REF_DB_V1, LoudnessMapping, comp
 SR, FR, N_FFT = 16000, 250, 2048
 
 
+def a_weights() -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return librosa.A_weighting(librosa.fft_frequencies(sr=SR, n_fft=N_FFT))
+
+
 def steady(loudness: np.ndarray) -> np.ndarray:
     """Frames whose 2048-sample window lies inside the signal (1.x 'end' framing, 2 s of audio)."""
     return loudness[: 2 * FR - N_FFT // (SR // FR) - 1]
@@ -31,7 +36,7 @@ def test_bin_centred_sine_matches_the_closed_form():
     t = np.arange(2 * SR) / SR
     audio = amplitude * np.sin(2 * np.pi * 1000.0 * t)
     loudness = steady(compute_loudness_v1(audio, SR, FR, dtype=np.float64))
-    weights = librosa.A_weighting(librosa.fft_frequencies(sr=SR, n_fft=N_FFT))
+    weights = a_weights()
     peak = 20 * np.log10(amplitude * N_FFT / 4) + weights[128] - REF_DB_V1
     sides = [20 * np.log10(amplitude * N_FFT / 8) + weights[k] - REF_DB_V1 for k in (127, 129)]
     expected = (peak + sum(sides) - (N_FFT // 2 + 1 - 3) * LD_RANGE_V1) / (N_FFT // 2 + 1)
@@ -45,7 +50,7 @@ def test_white_noise_matches_the_expected_log_power():
     audio = np.random.default_rng(0).normal(0.0, sigma, 2 * SR)
     loudness = steady(compute_loudness_v1(audio, SR, FR))
     window = librosa.filters.get_window("hann", N_FFT, fftbins=True)
-    weights = librosa.A_weighting(librosa.fft_frequencies(sr=SR, n_fft=N_FFT))
+    weights = a_weights()
     log_bias = 10 * np.euler_gamma / np.log(10)
     expected = np.mean(10 * np.log10(sigma**2 * np.sum(window**2)) - log_bias + weights - REF_DB_V1)
     assert loudness.mean() == pytest.approx(expected, abs=0.15)
@@ -63,6 +68,8 @@ def test_framing_and_length():
     end = compute_loudness_v1(audio, SR, FR, padding="end")
     # 'center' is 'end' delayed by n_fft/2 samples = 16 frames at hop 64
     np.testing.assert_allclose(centred[16:200], end[:184], atol=1e-4)
+    np.testing.assert_allclose(compute_loudness_v1(audio, SR, FR, block_frames=37), end, rtol=0, atol=1e-9)
+    assert len(compute_loudness_v1(audio[:10], SR, FR)) == 0  # shorter than one frame period, as 1.x
     silence = compute_loudness_v1(np.zeros(SR), SR, FR)
     np.testing.assert_array_equal(silence, -LD_RANGE_V1)
     with pytest.raises(ValueError, match="divide"):
