@@ -7,7 +7,7 @@ import pytest
 from pipeline.conditioning import PEAK_DB_LOUDEST, PEAK_DB_SOFTEST, melody_contour
 from pipeline.corpus import Note
 from pipeline.midi_envelope import (DEFAULT_ENVELOPE, Contour, EnvelopeParams, contours_from_examples,
-                                    envelope_from_contours, note_segments)
+                                    envelope_from_contours, fit_note, note_onsets, note_segments)
 
 FR = 250
 TRUE = EnvelopeParams(floor_db=-70.0, peak_db_softest=-45.0, peak_db_loudest=-12.0, decay_db_per_sec=6.0,
@@ -91,11 +91,32 @@ def test_midi_clips_land_where_the_training_data_is():
     assert share_inside(DEFAULT_ENVELOPE) < share_inside(fit.params) - 0.3
 
 
-def test_note_segments_split_at_pitch_jumps_and_silence():
-    voiced = np.array([0, 1, 1, 1, 1, 0, 0, 1, 1, 0], bool)
-    f0 = np.array([220, 220, 220, 330, 330, 330, 330, 440, 440, 440], float)
-    segments = note_segments(Contour(np.zeros(10), voiced, f0))
-    assert segments == [(1, 3), (3, 5), (7, 9)]
+def test_onsets_from_voicing_pitch_and_loudness_rises():
+    # a rest, a legato repeat of the same pitch (found only by its loudness rise), then a pitch jump
+    notes = [Note(0.1, 0.6, 60, 100), Note(0.6, 1.0, 60, 120), Note(1.0, 1.6, 64, 50)]
+    cond = melody_contour(notes, 3 * FR, FR, envelope=TRUE)
+    assert cond.voiced[int(0.1 * FR):int(1.6 * FR)].all()
+    contour = Contour(cond.loudness_db.astype(float), cond.voiced, cond.f0_hz)
+    assert note_onsets(contour, FR) == [25, 150, 250]
+    segments = note_segments(contour, FR, floor_db=TRUE.floor_db)
+    assert [s for s, _ in segments] == [25, 150, 250]
+    assert segments[0][1] == 150 and segments[1][1] == 250
+    # the last note is cut where its release reaches the floor (+3 dB)
+    last_end = segments[2][1]
+    assert cond.loudness_db[last_end] <= TRUE.floor_db + 3 < cond.loudness_db[last_end - 1]
+
+
+def test_hinge_fit_finds_decay_and_release():
+    t = np.arange(200) / FR
+    knee = 120 / FR
+    y = -10.0 - 8.0 * t - (90.0 - 8.0) * np.maximum(0.0, t - knee)
+    fit = fit_note(y, FR)
+    assert fit.decay_db_per_sec == pytest.approx(8.0, abs=1e-6)
+    assert fit.release_db_per_sec == pytest.approx(90.0, abs=1e-6)
+    assert fit.decay_frames == 120 and fit.release_frames == 80
+    straight = fit_note(-10.0 - 8.0 * t, FR)
+    assert straight.release_db_per_sec is None and straight.decay_db_per_sec == pytest.approx(8.0)
+    assert fit_note(y[:4], FR) is None
 
 
 def test_few_events_keep_the_defaults_and_say_so():
