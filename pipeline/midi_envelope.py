@@ -195,7 +195,8 @@ def envelope_from_contours(contours: Sequence[Contour], frame_rate: int, *,
     low_pct, high_pct = peak_percentiles
     if not 0.0 <= low_pct < high_pct <= 100.0:
         raise ValueError(f"peak_percentiles must be increasing within [0, 100], got {peak_percentiles}")
-    for name, value in (("floor_percentile", floor_percentile), ("floor_fallback_percentile", floor_fallback_percentile)):
+    for name, value in (("floor_percentile", floor_percentile),
+                        ("floor_fallback_percentile", floor_fallback_percentile)):
         if not 0.0 <= value <= 100.0:
             raise ValueError(f"{name} must be within [0, 100], got {value}")
     if not contours:
@@ -240,7 +241,8 @@ def envelope_from_contours(contours: Sequence[Contour], frame_rate: int, *,
         decay = max(0.0, float(np.median(decays)))
     else:
         decay = default.decay_db_per_sec
-        notes["decay_db_per_sec"] = f"only {len(decays)} notes with a long enough decay (need {min_events}); default kept"
+        notes["decay_db_per_sec"] = (f"only {len(decays)} notes with a long enough decay (need {min_events}); "
+                                     "default kept")
     if len(releases) >= min_events:
         release_rate = float(np.median(releases))
     else:
