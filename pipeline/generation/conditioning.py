@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from pipeline.audio.features import VOICED_THRESHOLD
 from pipeline.config import Params
 from pipeline.corpus.render import Note, generate_melody
 from pipeline.dataset.tfrecord import DatasetSpec
+
+if TYPE_CHECKING:
+    from pipeline.midi_envelope import EnvelopeParams
 
 # ddsp.spectral_ops.DB_RANGE and ddsp.core's F0_RANGE (checked against ddsp in the tests)
 DB_RANGE = 80.0
@@ -84,14 +87,23 @@ def _onsets_from_pitch(f0_hz: np.ndarray, voiced: np.ndarray, semitone_jump: flo
     return tuple(int(i) for i in np.concatenate([[0], starts]))
 
 
-def melody_contour(notes: Sequence[Note], n_frames: int, frame_rate: int, name: str = "midi") -> Conditioning:
-    """A held f0 contour and an attack-decay-release loudness envelope from monophonic notes."""
+def melody_contour(notes: Sequence[Note], n_frames: int, frame_rate: int, name: str = "midi",
+                   envelope: EnvelopeParams | None = None) -> Conditioning:
+    """A held f0 contour and an attack-decay-release loudness envelope from monophonic notes.
+
+    ``envelope`` (:class:`pipeline.midi_envelope.EnvelopeParams`, e.g. measured on the training
+    data) sets the floor, velocity -> peak range, decay and release; None keeps this module's constants.
+    """
+    if envelope is None:
+        from pipeline.midi_envelope import DEFAULT_ENVELOPE  # that module builds on this one
+
+        envelope = DEFAULT_ENVELOPE
     times = np.arange(n_frames) / frame_rate
     notes = sorted(notes, key=lambda n: n.start_s)
     if not notes:
         raise ValueError("the melody has no notes")
     f0 = np.full(n_frames, midi_to_hz(notes[0].pitch), np.float64)
-    loudness = np.full(n_frames, FLOOR_DB)
+    loudness = np.full(n_frames, envelope.floor_db)
     voiced = np.zeros(n_frames, bool)
     onsets = []
     for i, note in enumerate(notes):
@@ -102,11 +114,12 @@ def melody_contour(notes: Sequence[Note], n_frames: int, frame_rate: int, name: 
         onsets.append(int(np.argmax(sounding)))
         f0[times >= note.start_s] = midi_to_hz(note.pitch)  # held into the following rest
         held = sounding & (times < note.end_s)
-        peak = PEAK_DB_SOFTEST + (PEAK_DB_LOUDEST - PEAK_DB_SOFTEST) * (note.velocity - 1) / 126
-        level_at_end = peak - DECAY_DB_PER_SEC * (note.end_s - note.start_s)
-        loudness[held] = peak - DECAY_DB_PER_SEC * (times[held] - note.start_s)
+        peak = envelope.peak_db(note.velocity)
+        level_at_end = peak - envelope.decay_db_per_sec * (note.end_s - note.start_s)
+        loudness[held] = peak - envelope.decay_db_per_sec * (times[held] - note.start_s)
         released = sounding & (times >= note.end_s)
-        loudness[released] = np.maximum(FLOOR_DB, level_at_end - RELEASE_DB_PER_SEC * (times[released] - note.end_s))
+        loudness[released] = np.maximum(envelope.floor_db, level_at_end - envelope.release_db_per_sec
+                                        * (times[released] - note.end_s))
         voiced |= held
     return Conditioning(name, f0.astype(np.float32), loudness.astype(np.float32), voiced,
                         tuple(sorted(set([0] + onsets))))
