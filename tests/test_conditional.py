@@ -6,13 +6,27 @@ import pandas as pd
 import pytest
 from scipy.linalg import solve_triangular
 
-from pipeline.conditional import (CONDITIONAL_FILE, condition_components, conditional_loglik_frames, controls,
-                                  estimate_conditional_rho, fit_joint_mixture, heldout_conditional_loglik,
-                                  joint_frames, load_conditional, marginal_loglik_frames, regression_mean,
-                                  responsibilities, sample_conditional, sample_conditional_mixture, save_conditional,
-                                  scale_db, scale_f0_hz)
-from pipeline.gmm import fit_mixture, single_threaded
-from pipeline.sampling import make_rng
+from pipeline.prior.conditional import (
+    CONDITIONAL_FILE,
+    condition_components,
+    conditional_loglik_frames,
+    controls,
+    estimate_conditional_rho,
+    fit_joint_mixture,
+    heldout_conditional_loglik,
+    joint_frames,
+    load_conditional,
+    marginal_loglik_frames,
+    regression_mean,
+    responsibilities,
+    sample_conditional,
+    sample_conditional_mixture,
+    save_conditional,
+    scale_db,
+    scale_f0_hz,
+)
+from pipeline.prior.mixture import fit_mixture, single_threaded
+from pipeline.prior.samplers import make_rng
 
 # z = A c + b + e with e ~ N(0, NOISE): z depends linearly on the scaled controls
 A = np.array([[2.0, -1.0], [0.5, 1.5], [-1.0, 0.0]])

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 from scipy.linalg import sqrtm
 
-from pipeline.distances import (frechet_to_real, kad_to_real, median_bandwidth, mmd2_unbiased,
-                                standardise_to_real, subsample_frames)
+from pipeline.metrics.distances import (
+    frechet_to_real,
+    kad_to_real,
+    median_bandwidth,
+    mmd2_unbiased,
+    standardise_to_real,
+    subsample_frames,
+)
 
 D = 6
 

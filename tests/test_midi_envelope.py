@@ -4,10 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.conditioning import PEAK_DB_LOUDEST, PEAK_DB_SOFTEST, melody_contour
-from pipeline.corpus import Note
-from pipeline.midi_envelope import (DEFAULT_ENVELOPE, Contour, EnvelopeParams, contours_from_examples,
-                                    envelope_from_contours, fit_note, note_onsets, note_segments)
+from pipeline.corpus.render import Note
+from pipeline.generation.conditioning import PEAK_DB_LOUDEST, PEAK_DB_SOFTEST, melody_contour
+from pipeline.generation.midi_envelope import (
+    DEFAULT_ENVELOPE,
+    Contour,
+    EnvelopeParams,
+    contours_from_examples,
+    envelope_from_contours,
+    fit_note,
+    note_onsets,
+    note_segments,
+)
 
 FR = 250
 TRUE = EnvelopeParams(floor_db=-70.0, peak_db_softest=-45.0, peak_db_loudest=-12.0, decay_db_per_sec=6.0,

@@ -8,8 +8,8 @@ import sys
 
 from conftest import REPO_ROOT
 
-MODULES = ("pipeline.conditional", "pipeline.distances", "pipeline.stats", "pipeline.selection",
-           "pipeline.midi_envelope", "pipeline.report_scale")
+MODULES = ("pipeline.prior.conditional", "pipeline.metrics.distances", "pipeline.evaluation.stats", "pipeline.prior.selection",
+           "pipeline.generation.midi_envelope", "pipeline.audio.report_scale")
 HEAVY = ("tensorflow", "ddsp", "mlflow", "prefect", "dvc")
 
 

@@ -7,9 +7,19 @@ import librosa
 import numpy as np
 import pytest
 
-from pipeline.report_scale import (LD_RANGE_V1, REF_DB_V1, LoudnessMapping, compute_loudness_v1,
-                                   corpus_loudness_pairs, fit_loudness_mapping, load_mapping, loudness_pairs,
-                                   report_db_v1, report_loudness_db_v3, save_mapping)
+from pipeline.audio.report_scale import (
+    LD_RANGE_V1,
+    REF_DB_V1,
+    LoudnessMapping,
+    compute_loudness_v1,
+    corpus_loudness_pairs,
+    fit_loudness_mapping,
+    load_mapping,
+    loudness_pairs,
+    report_db_v1,
+    report_loudness_db_v3,
+    save_mapping,
+)
 
 SR, FR, N_FFT = 16000, 250, 2048
 

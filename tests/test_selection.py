@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.selection import dirichlet_effective_components, k_grid, sweep_k
+from pipeline.prior.selection import dirichlet_effective_components, k_grid, sweep_k
 
 D = 3
 

@@ -7,8 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.stats import (COMPARISON_COLUMNS, bootstrap_mean_ci, compare_methods, holm_adjust, paired_wilcoxon,
-                            verdict, winner)
+from pipeline.evaluation.stats import (
+    COMPARISON_COLUMNS,
+    bootstrap_mean_ci,
+    compare_methods,
+    holm_adjust,
+    paired_wilcoxon,
+    verdict,
+    winner,
+)
 
 
 def test_bootstrap_interval_width_matches_the_standard_error():

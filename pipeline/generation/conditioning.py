@@ -21,7 +21,7 @@ from pipeline.corpus.render import Note, generate_melody
 from pipeline.dataset.tfrecord import DatasetSpec
 
 if TYPE_CHECKING:
-    from pipeline.midi_envelope import EnvelopeParams
+    from pipeline.generation.midi_envelope import EnvelopeParams
 
 # ddsp.spectral_ops.DB_RANGE and ddsp.core's F0_RANGE (checked against ddsp in the tests)
 DB_RANGE = 80.0
@@ -95,7 +95,7 @@ def melody_contour(notes: Sequence[Note], n_frames: int, frame_rate: int, name: 
     data) sets the floor, velocity -> peak range, decay and release; None keeps this module's constants.
     """
     if envelope is None:
-        from pipeline.midi_envelope import DEFAULT_ENVELOPE  # that module builds on this one
+        from pipeline.generation.midi_envelope import DEFAULT_ENVELOPE  # that module builds on this one
 
         envelope = DEFAULT_ENVELOPE
     times = np.arange(n_frames) / frame_rate

@@ -22,7 +22,7 @@ whitened draws x_t made temporally coherent by the same AR(1) Gaussian copula as
     z_t = μ_z + G (c_t - μ_c) + L_S x_t,   S = L_S L_Sᵀ.
 
 So each z_t is exactly N(cond. mean at c_t, S), and with ρ = 0 the frames are independent given c.
-Notation: c is the controls, x the whitened draws (as in pipeline.sampling).
+Notation: c is the controls, x the whitened draws (as in pipeline.prior.samplers).
 
 Scoring (:func:`heldout_conditional_loglik`): log p(z | c) = log p(z, c) - log p(c), with p(z, c)
 the joint mixture and p(c) its marginal over the control dimensions (a mixture of the Σ_cc,k).
@@ -45,9 +45,17 @@ from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
-from pipeline.gmm import fit_mixture, full_covariances, load_mixture, save_mixture, single_threaded
-from pipeline.sampling import (MIN_RHO_PAIRS, RHO_MAX, RhoEstimate, _consecutive_pairs, _pearson, ar1_filter,
-                               standard_normals, z_matrix)
+from pipeline.prior.mixture import fit_mixture, full_covariances, load_mixture, save_mixture, single_threaded
+from pipeline.prior.samplers import (
+    MIN_RHO_PAIRS,
+    RHO_MAX,
+    RhoEstimate,
+    _consecutive_pairs,
+    _pearson,
+    ar1_filter,
+    standard_normals,
+    z_matrix,
+)
 
 CONTROL_NAMES = ("f0_scaled", "ld_scaled")
 F0_RANGE = 127.0  # ddsp.spectral_ops.F0_RANGE (MIDI)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.metrics import frechet_distance, mfcc_stats
+from pipeline.metrics.clip import frechet_distance, mfcc_stats
 
 DEFAULT_MAX_FRAMES = 2000
 MIN_STD = 1e-12  # a coefficient constant over the real set is centred but not scaled

@@ -46,7 +46,7 @@ from typing import Iterable
 
 import numpy as np
 
-from pipeline.fsutil import write_json_atomic
+from pipeline.publish import write_json_atomic
 
 # ddsp 1.x defaults of compute_loudness and its scaling (spectral_ops.LD_RANGE)
 LD_RANGE_V1 = 120.0
@@ -124,7 +124,7 @@ def loudness_pairs(audio: np.ndarray, sample_rate: int, frame_rate: int, loudnes
     L_1x while L_3x (a 4x shorter window) already sees the steady level, pairs that describe the
     padding, not the audio.
     """
-    from pipeline.features import compute_loudness_db
+    from pipeline.audio.features import compute_loudness_db
 
     n_frames = int(math.ceil(len(audio) * frame_rate / sample_rate))
     v3 = compute_loudness_db(audio, sample_rate, frame_rate, n_frames, n_fft=loudness_n_fft).astype(np.float64)

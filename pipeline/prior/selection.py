@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 from sklearn.mixture import BayesianGaussianMixture
 
-from pipeline.gmm import _as_frames, fit_mixture, single_threaded
-from pipeline.ztable import subsample_rows
+from pipeline.latent.ztable import subsample_rows
+from pipeline.prior.mixture import _as_frames, fit_mixture, single_threaded
 
 DEFAULT_MAX_FRAMES = 20_000
 DEFAULT_PATIENCE = 2

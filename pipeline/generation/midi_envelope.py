@@ -36,9 +36,16 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.conditioning import (DB_RANGE, DECAY_DB_PER_SEC, FLOOR_DB, PEAK_DB_LOUDEST, PEAK_DB_SOFTEST,
-                                   RELEASE_DB_PER_SEC, _onsets_from_pitch)
-from pipeline.features import VOICED_THRESHOLD
+from pipeline.audio.features import VOICED_THRESHOLD
+from pipeline.generation.conditioning import (
+    DB_RANGE,
+    DECAY_DB_PER_SEC,
+    FLOOR_DB,
+    PEAK_DB_LOUDEST,
+    PEAK_DB_SOFTEST,
+    RELEASE_DB_PER_SEC,
+    _onsets_from_pitch,
+)
 
 DEFAULT_PEAK_PERCENTILES = (10.0, 95.0)
 DEFAULT_FLOOR_PERCENTILE = 50.0
