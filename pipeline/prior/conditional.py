@@ -1,9 +1,9 @@
 """A conditional prior: z given the controls, from one mixture over the joint frame vector.
 
-DESIGN.md, "conditional". Every frame is the joint vector y_t = (z_t, c_t) with the controls
+ARCHITECTURE.md, "Sampling methods". Every frame is the joint vector y_t = (z_t, c_t) with the controls
 c_t = (f0_scaled_t, ld_scaled_t) on ddsp's input scales (3.x): f0_scaled = hz_to_midi(f0) / 127
 (0 Hz -> 0) and ld_scaled = dB / 80 + 1 (``ddsp.training.preprocessing.scale_db``). One Gaussian
-mixture is fitted over y (:func:`fit_joint_mixture`, EM as :func:`pipeline.gmm.fit_mixture`), so
+mixture is fitted over y (:func:`fit_joint_mixture`, EM as :func:`pipeline.prior.mixture.fit_mixture`), so
 every component k has a joint Gaussian with blocks
 
     μ_k = [μ_z; μ_c],   Σ_k = [[Σ_zz, Σ_zc], [Σ_cz, Σ_cc]].
@@ -17,7 +17,7 @@ on c too (Gaussian mixture regression): r_k(c) ∝ π_k N(c; μ_c,k, Σ_cc,k).
 
 Sampling (:func:`sample_conditional`) draws every frame of a clip from one component k, with the
 whitened draws x_t made temporally coherent by the same AR(1) Gaussian copula as
-:func:`pipeline.sampling.sample_temporal` (x_t = ρ x_{t-1} + √(1-ρ²) ε_t, ε_t = Φ⁻¹(u_t)):
+:func:`pipeline.prior.samplers.sample_temporal` (x_t = ρ x_{t-1} + √(1-ρ²) ε_t, ε_t = Φ⁻¹(u_t)):
 
     z_t = μ_z + G (c_t - μ_c) + L_S x_t,   S = L_S L_Sᵀ.
 
@@ -30,7 +30,7 @@ Beside it :func:`marginal_loglik_frames` gives log p(z) from the same mixture, s
 comparable: conditioning can only help when z depends on the controls.
 
 Stored like the unconditional mixture (``mixture.npz`` + ``mixture.json`` from
-:func:`pipeline.gmm.save_mixture`, no pickle) plus ``conditional.json`` naming the blocks.
+:func:`pipeline.prior.mixture.save_mixture`, no pickle) plus ``conditional.json`` naming the blocks.
 """
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def sample_conditional(mixture: ConditionalMixture, cluster: int, f0_scaled: np.
     """z [n_frames, d] from component ``cluster`` given the controls f0_scaled[t], ld_scaled[t] [n_frames].
 
     z_t = μ_z + G (c_t - μ_c) + L_S x_t with x the AR(1)-filtered standard normals of
-    :func:`pipeline.sampling.sample_temporal` (same draws from the same generator state), so ρ = 0
+    :func:`pipeline.prior.samplers.sample_temporal` (same draws from the same generator state), so ρ = 0
     gives independent frames given c and every frame's marginal is exactly N(E[z | c_t], S).
     """
     if not -1.0 < rho < 1.0:
@@ -311,7 +311,7 @@ def estimate_conditional_rho(frames: pd.DataFrame, mixture: ConditionalMixture, 
                              labels: np.ndarray | None = None, min_pairs: int = MIN_RHO_PAIRS) -> RhoEstimate:
     """ρ for :func:`sample_conditional`: lag-1 autocorrelation of real z whitened given c in component k.
 
-    Like :func:`pipeline.sampling.estimate_rho`, but the whitening is x = L_S⁻¹ (z - E[z | c]), the
+    Like :func:`pipeline.prior.samplers.estimate_rho`, but the whitening is x = L_S⁻¹ (z - E[z | c]), the
     space where the conditional sampler's AR(1) runs. ``frames`` is a z table (example_id, frame,
     z_0.., f0_hz, loudness_db); frames are assigned by the joint mixture's ``predict`` (or ``labels``).
     """

@@ -77,7 +77,7 @@ def sweep_k(z_train: np.ndarray, z_heldout: np.ndarray, *, k_min: int = 1, k_max
     sweep stops. The recommended K is the best improving one (the smallest K within
     ``min_improvement`` of everything tried after it). ``recommended_k_at_grid_edge`` is True when
     that is the largest K of the grid, i.e. the sweep ran out of Ks while still improving.
-    ``fit_kwargs`` go to :func:`pipeline.gmm.fit_mixture` (reg_covar, max_iter, n_init, tol).
+    ``fit_kwargs`` go to :func:`pipeline.prior.mixture.fit_mixture` (reg_covar, max_iter, n_init, tol).
     """
     if patience < 1:
         raise ValueError(f"patience must be at least 1, got {patience}")
