@@ -22,7 +22,7 @@ from pipeline.corpus.render import (
     render_notes,
     resolve_soundfont,
 )
-from pipeline.corpus.render import render as corpus
+from pipeline.corpus import render as corpus
 
 TINY = CorpusParams(n_files=2, file_secs=3.0)
 
