@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from pipeline.model.presets import TRAIN_PRESETS
+from pipeline.publish import write_text_atomic
 from pipeline.vocab import CONDITIONINGS, HELDOUT_METRICS, METHODS
 
 PARAMS_FILE = "params.yaml"
@@ -384,9 +385,7 @@ def apply_overrides(params_path: str | Path, overrides: dict[str, object]) -> Pa
     buffer = io.StringIO()
     editor.dump(document, buffer)
     params = parse_params(yaml.safe_load(buffer.getvalue()), f"{path} with overrides {overrides}")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(buffer.getvalue())
-    partial.replace(path)
+    write_text_atomic(path, buffer.getvalue())
     return params
 
 
