@@ -23,6 +23,12 @@ def dvc_runs(client, filter_string: str) -> list:
     return client.search_runs([experiment.experiment_id], filter_string=filter_string, max_results=1000)
 
 
+def dvc_children(client) -> dict[str, object]:
+    """The runs of the tiny project's `dvc repro` under its parent, by name."""
+    (parent,) = dvc_runs(client, "tags.pipeline_role = 'parent' and tags.source = 'dvc'")
+    return {run.info.run_name: run for run in dvc_runs(client, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+
+
 def test_postgres_backend_holds_the_dvc_repro_parent_stage_and_k_runs(tiny_project, mlflow_uri, postgres_uri):
     import psycopg
     from mlflow import MlflowClient
@@ -52,8 +58,9 @@ def test_postgres_backed_server_proxies_the_k_runs_artifacts(tiny_project, mlflo
 
     client = MlflowClient(mlflow_uri)
     sample_dir = yaml.safe_load((tiny_project / "params.yaml").read_text())["sample"]["out_dir"]
+    children = dvc_children(client)
     for k in TINY_KS:
-        (run,) = dvc_runs(client, f"attributes.run_name = 'K={k}' and tags.source = 'dvc'")
+        run = children[f"K={k}"]
         # proxied: the run's artifact root is the server's, not a path the client writes to
         assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
