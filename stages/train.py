@@ -45,16 +45,16 @@ def main() -> None:
     tf.keras.utils.set_random_seed(params.seed)
     mixed = use_mixed_precision(train.mixed_precision)
     trainer = Trainer(lambda: build_autoencoder(train, spec), train, make_strategy(train.strategy), checkpoint_dir,
-                      mixed)
+                      mixed, noise_seed=params.seed)
     trainer.build(placeholder_batch(spec, train.batch_size))
     start = trainer.restore()
     print(f"train: resuming from step {start} in {trainer.checkpoint_dir}" if start else
           f"train: starting at step 0 (no checkpoint in {trainer.checkpoint_dir})", flush=True)
     evaluator = Evaluator(data_dir, spec, train.eval_examples, fmin_hz=params.prepare.f0.fmin_hz,
-                          fmax_hz=params.prepare.f0.fmax_hz)
+                          fmax_hz=params.prepare.f0.fmax_hz, noise_seed=params.seed)
     untrained = untrained_metrics(trainer, start, evaluator)
-    # a resumed run reshuffles from a new seed rather than replaying the first batches
-    steps = trainer.fit(train_batches(data_dir, spec, train.batch_size, seed=params.seed + start))
+    # the batches from the restored step on: exactly those an uninterrupted run trains on
+    steps = trainer.fit(train_batches(data_dir, spec, train.batch_size, seed=params.seed, start_step=start))
     if not is_chief():
         return
     trained = evaluator(trainer.model)

@@ -11,6 +11,12 @@ CheckpointManager writes the checkpoint files first and then replaces the ``chec
 file, so a half-written checkpoint is never the one restored. At most ``checkpoint_every`` steps
 are lost. The loss log lives beside the checkpoints and is cut back to the restored step.
 
+A resumed run is exact: it ends with the weights and optimiser state of an uninterrupted run with
+the same params, bit for bit (tests/test_model.py). Nothing it draws depends on the process: the
+batch order is a function of (seed, step) (:func:`pipeline.model.data.train_batches`, started at
+the restored step), and the noise synth's white noise is drawn statelessly from (seed, step,
+replica) inside the train step instead of from TensorFlow's global generator.
+
 The checkpoint folder outlives DVC reruns on purpose, so it records which run it belongs to
 (``run.json``: the resolved train params that shape the model and its optimisation, the seed,
 and the prepared data). A run with another identity does not resume from it: the folder is
@@ -38,6 +44,7 @@ from pipeline.fsutil import write_json_atomic
 from pipeline.model.build import use_generic_gru_kernels
 from pipeline.model.data import shard_files
 from pipeline.model.distribute import is_chief
+from pipeline.model.synthesis import seeded_noise
 from pipeline.tfrecord import SPLITS, DatasetSpec
 
 LOSS_LOG = "loss.csv"
@@ -128,8 +135,10 @@ class Trainer:
     """Owns the model, optimizer, step counter and checkpoints of one training run."""
 
     def __init__(self, build_model: Callable[[], tf.keras.Model], train: TrainParams,
-                 strategy: tf.distribute.Strategy, checkpoint_dir: str | Path, mixed_precision: bool = False):
+                 strategy: tf.distribute.Strategy, checkpoint_dir: str | Path, mixed_precision: bool = False,
+                 noise_seed: int = 0):
         self.train = train.resolved()
+        self.noise_seed = noise_seed  # with the step, keys the noise synth's draws
         self.strategy = strategy
         self.mixed_precision = mixed_precision
         with strategy.scope():
@@ -194,18 +203,22 @@ class Trainer:
 
     @tf.function
     def _train_step(self, iterator) -> dict:
-        per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
+        key = tf.stack([tf.constant(self.noise_seed, tf.int64), self.step.read_value()])
+        per_replica = self.strategy.run(self._replica_step, args=(next(iterator), key))
         self.step.assign_add(1)
         return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                 for name, value in per_replica.items()}
 
-    def _replica_step(self, batch: dict) -> dict:
-        grads, losses = self._gradients(batch)
+    def _replica_step(self, batch: dict, key: tf.Tensor) -> dict:
+        # replicas draw different noise: key (seed, step * replicas + replica)
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        key = tf.stack([key[0], key[1] * self.strategy.num_replicas_in_sync + replica])
+        grads, losses = self._gradients(batch, key)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return losses
 
-    def _gradients_fn(self, batch: dict):
-        with tf.GradientTape() as tape:
+    def _gradients_fn(self, batch: dict, noise_key: tf.Tensor):
+        with tf.GradientTape() as tape, seeded_noise(self.model.processor_group, noise_key):
             _, losses = self.model(batch, return_losses=True, training=True)
             # replicas' gradients are summed when applied, so each contributes its share of the mean
             loss = losses["total_loss"] / self.strategy.num_replicas_in_sync
