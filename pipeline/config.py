@@ -288,6 +288,10 @@ class TrackingParams(_Section):
     # fail: the stage exits with a TrackingError (its DVC outputs are complete); warn: it prints and goes on
     on_error: Literal["fail", "warn"] = "fail"
     registered_model: Annotated[str, Field(min_length=1)] = "generative-ddsp-autoencoder"
+    # retries of one request to a tracking server before it counts as unreachable (MLflow's own default,
+    # 7 with doubling backoff, keeps a stage waiting minutes for a server that is down)
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    timeout_secs: Annotated[int, Field(ge=1)] = 30  # per request to a tracking server
 
 
 class FlowsParams(_Section):

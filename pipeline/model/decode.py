@@ -9,7 +9,9 @@ included), is resampled to the same frames, as ddsp's ``ZEncoder.expand_z`` does
 ddsp's FilteredNoise draws its noise from TensorFlow's global generator; pass ``noise_seed`` for a
 reproducible noise part instead: the white noise then comes from a stateless generator keyed by
 that seed, which also keeps a compiled (``tf.function``) decoder reproducible call after call
-without resetting TensorFlow's global seed (which throws away its compiled kernels).
+without resetting TensorFlow's global seed (which throws away its compiled kernels). Training keys
+its noise the same way, by (seed, step), so a resumed run draws what an uninterrupted one drew
+(:mod:`pipeline.model.train`).
 
 :class:`ModelSynthesizer` puts the trained model behind the
 :class:`pipeline.generation.render.Synthesizer` interface: generation speaks numpy and the z grid of
@@ -73,7 +75,7 @@ def decoder_outputs(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=
     features.update(decoder_net(features) if decoder_net else model.decoder(features, training=False))
     hop = round(model.preprocessor.sample_rate / model.preprocessor.frame_rate)
     group = model.processor_group
-    with _synth_length(group, int(features["f0_hz"].shape[1]) * hop), _seeded_noise(group, noise_seed):
+    with _synth_length(group, int(features["f0_hz"].shape[1]) * hop), seeded_noise(group, noise_seed):
         outputs = group(features, return_outputs_dict=True)
     dag = outputs["controls"]
     # each processor's entry is {"signal": audio, "controls": what its get_controls returned}
@@ -109,7 +111,7 @@ def noise_seed_tensor(seed: int) -> tf.Tensor:
 
 
 @contextlib.contextmanager
-def _seeded_noise(processor_group, seed):
+def seeded_noise(processor_group, seed):
     """While decoding, the noise synth draws its white noise statelessly from ``seed``.
 
     Like :func:`_synth_length` this acts at trace time inside a tf.function: the traced graph reads
