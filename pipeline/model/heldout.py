@@ -10,7 +10,8 @@
 
 The noise synth's white noise is drawn statelessly from ``noise_seed``, so the metrics are the
 same in any process and after any resume. Voiced frames come from the input's ``f0_confidence``;
-the resynthesis is re-analysed with the dataset's own f0 method (``pipeline.audio.features.estimate_f0``). Frames are pooled over examples.
+the resynthesis is re-analysed with the dataset's own f0 method
+(``pipeline.audio.features.estimate_f0``). Frames are pooled over examples.
 """
 from __future__ import annotations
 
