@@ -47,17 +47,21 @@ def gpu_container(manifest: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_k8s_job_template_renders_a_gpu_limit_from_its_variable(prefect_api):
+def test_k8s_job_template_renders_a_gpu_request_and_limit_from_its_variable(prefect_api):
     api_url = prefect_api[1]
     template = json.loads(K8S_TEMPLATE.read_text())
     manifest = render_k8s_job(api_url, template, {"image": "registry.example/generative-ddsp:1", "gpu_count": 2,
-                                         "env": {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}})
+                                                  "env": {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}})
     container = gpu_container(manifest)
     assert manifest["kind"] == "Job" and container["image"] == "registry.example/generative-ddsp:1"
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    # an extended resource: Kubernetes schedules on requests, which must equal the limit
+    resources = container["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == 2
+    assert "cpu" not in resources["requests"], "unset variables leave no empty field"
     assert container["env"] == {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}
     # without a value the variable's default, one GPU
-    assert gpu_container(render_k8s_job(api_url, template, {"image": "x"}))["resources"]["limits"]["nvidia.com/gpu"] == 1
+    defaults = gpu_container(render_k8s_job(api_url, template, {"image": "x"}))["resources"]
+    assert defaults["limits"]["nvidia.com/gpu"] == defaults["requests"]["nvidia.com/gpu"] == 1
 
 
 @pytest.mark.slow
@@ -86,7 +90,8 @@ def test_make_deploy_creates_the_gpu_pool_and_the_nightly_and_local_deployments(
     assert gpu.base_job_template["variables"]["properties"]["gpu_count"]["default"] == 1
     # what the cluster would be asked for: the server's pool template with the deployment's variables
     rendered = gpu_container(render_k8s_job(api_url, gpu.base_job_template, nightly.job_variables))
-    assert rendered["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert rendered["resources"]["limits"]["nvidia.com/gpu"] == rendered["resources"]["requests"]["nvidia.com/gpu"] \
+        == 1
     assert rendered["image"] == "registry.example/generative-ddsp:test"
 
     local = deployments["build-local"]
