@@ -9,8 +9,9 @@
   log magnitudes), the same yardstick whatever FFT sizes the model trained with.
 
 The noise synth's white noise is drawn statelessly from ``noise_seed``, so the metrics are the
-same in any process and after any resume. Voiced frames come from the input's ``f0_confidence``; the resynthesis is re-analysed with the
-dataset's own f0 method (``pipeline.features.estimate_f0``). Frames are pooled over examples.
+same in any process and after any resume. Voiced frames come from the input's ``f0_confidence``;
+the resynthesis is re-analysed with the dataset's own f0 method (``pipeline.features.estimate_f0``).
+Frames are pooled over examples.
 """
 from __future__ import annotations
 
