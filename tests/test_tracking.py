@@ -148,8 +148,8 @@ def test_a_stopped_mlflow_server_fails_the_stage_after_bounded_retries_naming_th
     project = make_tiny_project(tmp_path / "project", tracking={"max_retries": 1, "timeout_secs": 5})
     env = stage_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(project))
     # the deadline is far below MLflow's default retry schedule (7 retries, 2 s doubling backoff: minutes)
-    failed = subprocess.run([sys.executable, "-m", "stages.corpus"], cwd=project, env=env, capture_output=True,
-                            text=True, timeout=90)
+    failed = subprocess.run([sys.executable, "-m", "stages.corpus"], check=False, cwd=project, env=env,
+                            capture_output=True, text=True, timeout=90)
     assert failed.returncode != 0
     assert f"TrackingError: MLflow tracking at {uri} is not usable" in failed.stderr, failed.stderr[-3000:]
     manifest = (project / "data" / "corpus" / "manifest.csv").read_text().splitlines()
@@ -160,8 +160,8 @@ def test_a_stopped_mlflow_server_fails_the_stage_after_bounded_retries_naming_th
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["tracking"]["on_error"] = "warn"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    warned = subprocess.run([sys.executable, "-m", "stages.corpus"], cwd=project, env=env, capture_output=True,
-                            text=True, timeout=90)
+    warned = subprocess.run([sys.executable, "-m", "stages.corpus"], check=False, cwd=project, env=env,
+                            capture_output=True, text=True, timeout=90)
     assert warned.returncode == 0, warned.stderr[-3000:]
     assert f"warning: MLflow tracking at {uri}" in warned.stderr
     assert folder_bytes(project / "data" / "corpus") == outputs  # same outputs, deterministically

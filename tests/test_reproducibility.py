@@ -1,0 +1,191 @@
+"""kill -9 of every stage, and two builds from scratch giving the same outputs (real DVC, tiny project).
+
+Kills: each stage's process is stopped at the worst moment, its work written into the staging
+``.partial`` sibling of its out and not yet renamed into place, and killed there with SIGKILL from
+this process. A ``sitecustomize`` put on the stage's PYTHONPATH (test-only; only the stage command
+named in ``KILL_ENV`` is affected, not DVC) makes the stage write its pid and SIGSTOP itself just
+before it renames a ``.partial`` path, so the kill lands at that point on every run instead of
+racing a fast stage. Training is also killed mid-run at a random step in tests/test_model.py.
+
+Determinism: the project built through those kills and reruns and a second project built by one
+plain ``dvc repro`` hold the same bytes in every DVC out, training and sampling included. The only
+values left out of the comparison are wall-clock measurements, listed once in ``WALL_CLOCK_KEYS``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from services import dvc, make_tiny_project, run, stage_env
+
+pytestmark = pytest.mark.slow
+
+# every key (JSON) or column (CSV) of a DVC out that records how long something took, not what it computed
+WALL_CLOCK_KEYS = ("fit_secs", "frames_per_s", "steps_per_s")
+KILL_ENV = "GDDSP_TEST_KILL_STAGE"  # the stage command (argv after the interpreter) to stop and kill
+PID_FILE = "killed-stage.pid"
+SECTIONS = {"tracking": {"enabled": False}}  # tracking outages are tested in test_tracking.py
+STAGES = ["corpus", "prepare", "train", "extract_z", "fit_gmm@2", "sample@2", "evaluate", "report"]
+STAGE_DEADLINE_SECS = 900
+
+SITECUSTOMIZE = f'''\
+import os, signal, sys
+
+if os.environ.get({KILL_ENV!r}, "").split() == sys.orig_argv[1:]:
+    _replace, _rename = os.replace, os.rename
+
+    def _stop_before_publishing(src):
+        if str(src).endswith(".partial"):
+            with open({PID_FILE!r}, "w") as handle:
+                handle.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGSTOP)  # the test kills us here with SIGKILL
+
+    def replace(src, dst, *args, **kwargs):
+        _stop_before_publishing(src)
+        return _replace(src, dst, *args, **kwargs)
+
+    def rename(src, dst, *args, **kwargs):
+        _stop_before_publishing(src)
+        return _rename(src, dst, *args, **kwargs)
+
+    os.replace, os.rename = replace, rename
+'''
+
+
+def stage_command(stage: str) -> list[str]:
+    name, _, k = stage.partition("@")
+    return ["-m", f"stages.{name}"] + (["--k", k] if k else [])
+
+
+def stage_outs(project: Path, stage: str) -> list[Path]:
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        (found,) = [s for s in repo.index.stages if s.name == stage]
+        return [Path(out.fs_path) for out in found.outs]
+
+
+def locked_stages(project: Path) -> set[str]:
+    lock = project / "dvc.lock"
+    if not lock.exists():
+        return set()
+    return set(yaml.safe_load(lock.read_text())["stages"])  # matrix stages as "fit_gmm@2"
+
+
+def kill_at_publication(project: Path, stage: str, hook: Path) -> str:
+    """`dvc repro <stage>` (upstream stages run normally); the stage itself is SIGKILLed before it publishes."""
+    pid_file = project / PID_FILE
+    pid_file.unlink(missing_ok=True)
+    env = stage_env(**{KILL_ENV: " ".join(stage_command(stage)), "PYTHONPATH": str(hook)})
+    log = project / f"kill-{stage}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(dvc("repro", stage), cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + STAGE_DEADLINE_SECS
+        while not pid_file.exists() or not pid_file.read_text():
+            assert process.poll() is None, f"dvc repro {stage} ended without reaching publication:\n" \
+                                           f"{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"{stage} did not reach publication in {STAGE_DEADLINE_SECS} s"
+            time.sleep(0.1)
+        pid = int(pid_file.read_text())
+        while _state(pid) != "T":  # stopped itself
+            assert time.monotonic() < deadline, f"{stage} (pid {pid}) did not stop"
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        assert process.wait(timeout=120) != 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return log.read_text()
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (R, S, T = stopped, Z ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.fixture(scope="module")
+def killed_project(tmp_path_factory) -> Path:
+    """A tiny project built stage by stage, each stage killed -9 once before publishing and rerun by DVC."""
+    root = tmp_path_factory.mktemp("killed")
+    hook = root / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    project = make_tiny_project(root / "project", **SECTIONS)
+    outcomes = {}
+    for stage in STAGES:
+        output = kill_at_publication(project, stage, hook)
+        outs = stage_outs(project, stage)
+        outcomes[stage] = {
+            "published": [str(p.relative_to(project)) for p in outs if p.exists()],
+            "staged": any(p.with_name(p.name + ".partial").exists() for p in outs),
+            "locked": stage in locked_stages(project),
+            "log": output[-1500:]}
+        run(dvc("repro", stage), project, stage_env())
+        assert stage in locked_stages(project), f"dvc repro {stage} left no dvc.lock entry"
+        assert all(p.exists() for p in outs) and not any(p.with_name(p.name + ".partial").exists() for p in outs)
+    return project, outcomes
+
+
+def test_kill_9_of_any_stage_leaves_no_complete_looking_output_and_dvc_repro_then_completes(killed_project):
+    project, outcomes = killed_project
+    assert list(outcomes) == STAGES
+    for stage, outcome in outcomes.items():
+        assert outcome["staged"], f"{stage} was not killed mid-publication:\n{outcome['log']}"
+        assert outcome["published"] == [], f"{stage} killed -9 left complete-looking outputs {outcome['published']}"
+        assert not outcome["locked"], f"{stage} killed -9 has a dvc.lock entry"
+    status = json.loads(run(dvc("status", "--json"), project, stage_env()) or "{}")
+    assert status == {}, f"after the reruns the pipeline is not up to date: {status}"
+    run(dvc("repro"), project, stage_env())  # the whole pipeline completes (nothing left to run)
+
+
+def comparable(path: Path):
+    """A file's content with wall-clock values dropped: JSON and CSV parsed, other files as bytes."""
+    if path.suffix == ".json":
+        return _without_wall_clock(json.loads(path.read_text()))
+    if path.suffix == ".csv":
+        table = pd.read_csv(path)
+        return table.drop(columns=[c for c in WALL_CLOCK_KEYS if c in table.columns]).to_csv(index=False)
+    return path.read_bytes()
+
+
+def _without_wall_clock(value):
+    if isinstance(value, dict):
+        return {k: _without_wall_clock(v) for k, v in value.items() if k not in WALL_CLOCK_KEYS}
+    if isinstance(value, list):
+        return [_without_wall_clock(v) for v in value]
+    return value
+
+
+def out_files(project: Path) -> dict[str, Path]:
+    from dvc.repo import Repo
+
+    files = {}
+    with Repo(str(project)) as repo:
+        for stage in repo.index.stages:
+            for out in stage.outs:
+                path = Path(out.fs_path)
+                for file in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+                    files[file.relative_to(project).as_posix()] = file
+    return files
+
+
+def test_two_builds_from_scratch_give_identical_outputs_for_every_stage(killed_project, tmp_path):
+    """A second project, one plain `dvc repro` from scratch in another process tree: the same outputs."""
+    first, _ = killed_project
+    second = make_tiny_project(tmp_path / "project", **SECTIONS)
+    run(dvc("repro"), second, stage_env())
+    a, b = out_files(first), out_files(second)
+    assert sorted(a) == sorted(b)
+    assert any(name.startswith("models/autoencoder/") for name in a) and any(name.endswith(".wav") for name in a)
+    differing = [name for name in a if comparable(a[name]) != comparable(b[name])]
+    assert differing == [], f"outputs that differ between two builds: {differing}"
