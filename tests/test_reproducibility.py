@@ -8,8 +8,8 @@ before it renames a ``.partial`` path, so the kill lands at that point on every 
 racing a fast stage. Training is also killed mid-run at a random step in tests/test_model.py.
 
 Determinism: the project built through those kills and reruns and a second project built by one
-plain ``dvc repro`` hold the same bytes in every DVC out, training and sampling included. The only
-values left out of the comparison are wall-clock measurements, listed once in ``WALL_CLOCK_KEYS``.
+plain ``dvc repro`` hold the same bytes in every DVC out, training and sampling included. Wall-clock
+measurements (``pipeline.vocab.WALL_CLOCK_FIELDS``) never enter a DVC out, which the test checks too.
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ import pytest
 import yaml
 from services import dvc, make_tiny_project, run, stage_env
 
+from pipeline.vocab import WALL_CLOCK_FIELDS
+
 pytestmark = pytest.mark.slow
 
-# every key (JSON) or column (CSV) of a DVC out that records how long something took, not what it computed
-WALL_CLOCK_KEYS = ("fit_secs", "frames_per_s", "steps_per_s")
 KILL_ENV = "GDDSP_TEST_KILL_STAGE"  # the stage command (argv after the interpreter) to stop and kill
 PID_FILE = "killed-stage.pid"
 SECTIONS = {"tracking": {"enabled": False}}  # tracking outages are tested in test_tracking.py
@@ -148,22 +148,21 @@ def test_kill_9_of_any_stage_leaves_no_complete_looking_output_and_dvc_repro_the
     run(dvc("repro"), project, stage_env())  # the whole pipeline completes (nothing left to run)
 
 
-def comparable(path: Path):
-    """A file's content with wall-clock values dropped: JSON and CSV parsed, other files as bytes."""
-    if path.suffix == ".json":
-        return _without_wall_clock(json.loads(path.read_text()))
+def wall_clock_keys(path: Path) -> set[str]:
+    """The wall-clock keys (JSON, at any depth) or columns (CSV) a file holds: none may be in a DVC out."""
     if path.suffix == ".csv":
-        table = pd.read_csv(path)
-        return table.drop(columns=[c for c in WALL_CLOCK_KEYS if c in table.columns]).to_csv(index=False)
-    return path.read_bytes()
-
-
-def _without_wall_clock(value):
-    if isinstance(value, dict):
-        return {k: _without_wall_clock(v) for k, v in value.items() if k not in WALL_CLOCK_KEYS}
-    if isinstance(value, list):
-        return [_without_wall_clock(v) for v in value]
-    return value
+        return set(pd.read_csv(path, nrows=0).columns) & set(WALL_CLOCK_FIELDS)
+    if path.suffix != ".json":
+        return set()
+    found, todo = set(), [json.loads(path.read_text())]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, dict):
+            found |= set(value) & set(WALL_CLOCK_FIELDS)
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+    return found
 
 
 def out_files(project: Path) -> dict[str, Path]:
@@ -187,5 +186,7 @@ def test_two_builds_from_scratch_give_identical_outputs_for_every_stage(killed_p
     a, b = out_files(first), out_files(second)
     assert sorted(a) == sorted(b)
     assert any(name.startswith("models/autoencoder/") for name in a) and any(name.endswith(".wav") for name in a)
-    differing = [name for name in a if comparable(a[name]) != comparable(b[name])]
+    differing = [name for name in a if a[name].read_bytes() != b[name].read_bytes()]
     assert differing == [], f"outputs that differ between two builds: {differing}"
+    timed = {name: keys for name, path in a.items() if (keys := wall_clock_keys(path))}
+    assert timed == {}, f"wall-clock fields in DVC outputs: {timed}"
