@@ -50,18 +50,20 @@ def decode(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None) -> 
 
 
 def decoder_outputs(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None,
-                    decoder_net=None) -> dict[str, tf.Tensor]:
+                    decoder_net=None, white_noise=None) -> dict[str, tf.Tensor]:
     """Tensors: ``audio``, ``harmonic``, ``noise`` and the synth controls.
 
     ``noise_seed`` (an int or a [2] int tensor) keys the noise synth's white noise; None leaves
-    ddsp's draw from the global generator. ``decoder_net`` replaces ``model.decoder`` (called as
-    ``decoder_net(features)``), e.g. by a compiled version of it.
+    ddsp's draw from the global generator. ``white_noise`` ([batch, n_samples], uniform in [-1, 1))
+    is the white noise itself, e.g. drawn by :func:`pipeline.export.host.white_noise` (the draw a
+    streaming host repeats); it overrides ``noise_seed``. ``decoder_net`` replaces ``model.decoder``
+    (called as ``decoder_net(features)``), e.g. by a compiled version of it.
     """
     features = decoder_features(model, f0_hz, loudness_db, z, frame_rate)
     features.update(decoder_net(features) if decoder_net else model.decoder(features, training=False))
     hop = round(model.preprocessor.sample_rate / model.preprocessor.frame_rate)
     group = model.processor_group
-    with _synth_length(group, int(features["f0_hz"].shape[1]) * hop), _seeded_noise(group, noise_seed):
+    with _synth_length(group, int(features["f0_hz"].shape[1]) * hop), _seeded_noise(group, noise_seed, white_noise):
         outputs = group(features, return_outputs_dict=True)
     dag = outputs["controls"]
     # each processor's entry is {"signal": audio, "controls": what its get_controls returned}
@@ -97,22 +99,24 @@ def noise_seed_tensor(seed: int) -> tf.Tensor:
 
 
 @contextlib.contextmanager
-def _seeded_noise(processor_group, seed):
-    """While decoding, the noise synth draws its white noise statelessly from ``seed``.
+def _seeded_noise(processor_group, seed, white=None):
+    """While decoding, the noise synth draws its white noise statelessly from ``seed`` (or uses ``white``).
 
     Like :func:`_synth_length` this acts at trace time inside a tf.function: the traced graph reads
     the seed as an input, so every call with a new seed reuses the same compiled graph.
     """
-    if seed is None:
+    if seed is None and white is None:
         yield
         return
     noise = next(p for p in processor_group.processors if p.name == NOISE)
     seed = noise_seed_tensor(seed) if isinstance(seed, int) else seed
 
     def get_signal(magnitudes):
-        white = tf.random.stateless_uniform([int(magnitudes.shape[0]), noise.n_samples], seed=seed,
-                                            minval=-1.0, maxval=1.0)
-        return import_ddsp().core.frequency_filter(white, magnitudes, window_size=noise.window_size)
+        if white is not None:
+            return import_ddsp().core.frequency_filter(white, magnitudes, window_size=noise.window_size)
+        white_draw = tf.random.stateless_uniform([int(magnitudes.shape[0]), noise.n_samples], seed=seed,
+                                                 minval=-1.0, maxval=1.0)
+        return import_ddsp().core.frequency_filter(white_draw, magnitudes, window_size=noise.window_size)
 
     noise.get_signal = get_signal  # an instance attribute shadows ddsp's method for this call only
     try:
