@@ -115,3 +115,10 @@ def stream_main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sf.write(args.out, np.clip(audio, -1, 1), spec.sample_rate, subtype="PCM_16")
     print(f"stream: {len(audio) / spec.sample_rate:.1f} s in blocks of {manifest['block_frames']} frames -> {args.out}")
+
+
+if __name__ == "__main__":  # until `gddsp` wires them: python -m pipeline.export.command export|stream ...
+    commands = {"export": export_main, "stream": stream_main}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(f"usage: python -m pipeline.export.command {{{','.join(commands)}}} ...")
+    commands[sys.argv[1]](sys.argv[2:])
