@@ -112,6 +112,31 @@ def test_blocks_of_several_frames_and_the_saved_model_agree(project, synth, tmp_
     np.testing.assert_allclose(lite["gru_state"], saved["gru_state"].numpy(), atol=1e-6)
 
 
+def test_a_model_without_reverb_streams_too(tmp_path):
+    """No reverb: no IR in the export, and the dry stream equals the offline decode."""
+    import tensorflow as tf
+
+    from pipeline.config import TrainParams
+    from pipeline.export import host
+    from pipeline.export.bundle import export_model
+    from pipeline.model.build import build_autoencoder
+    from pipeline.model.store import placeholder_batch, write_model
+    from pipeline.model.synthesizer import load_synthesizer
+    from test_generation import TINY_TRAIN
+
+    train = TrainParams(**{**TINY_TRAIN, "reverb": False, "decoder_frame_rate": 100, "n_harmonics": 8})
+    tf.keras.utils.set_random_seed(1)
+    model = build_autoencoder(train, SPEC)
+    model(placeholder_batch(SPEC), training=False)
+    write_model(model, tmp_path / "model", train, SPEC)
+    manifest = export_model(tmp_path / "model", tmp_path / "export", block_ms=20.0)
+    assert manifest["reverb_ir"] is None and manifest["block_frames"] == 2 and manifest["hop_samples"] == 160
+    assert not (tmp_path / "export/reverb_ir.npy").exists()
+    f0, loudness, z = melody_inputs(91, 4, seed=8)
+    offline = load_synthesizer(tmp_path / "model").decode_frames(f0, loudness, z, seed=3)
+    assert_equal_to_offline(host.stream(tmp_path / "export", f0, loudness, z, seed=3, parts=True), offline)
+
+
 def test_stream_command_writes_what_generate_writes(in_project, exported):  # noqa: F811
     from pipeline.export.command import stream_main
     from stages import fit_gmm, generate

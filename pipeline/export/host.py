@@ -195,7 +195,7 @@ class StreamingVoice:
     ``folder`` is an export folder (``manifest.json``, the ``.tflite`` model, ``reverb_ir.npy``).
     Each :meth:`process` call takes one block of decoder frames (f0 in Hz, loudness in dB, z at the
     decoder's frame rate) and returns that block's audio, one decoder frame late (the first call's
-    first frame is silence). :meth:`flush` returns the last frame.
+    first frame is silence). :meth:`flush` returns the last frame's audio.
     """
 
     def __init__(self, folder: str | Path, seed: int, model_file: str | None = None, num_threads: int = 1):
@@ -243,12 +243,13 @@ class StreamingVoice:
         return self.reverb.process(dry) if self.reverb else dry
 
     def flush(self) -> np.ndarray:
-        """One more block of the last inputs, held, with silent noise: its first frame is the last
-        frame's audio as the offline decode ends it (the rest is the reverb's tail)."""
+        """The last frame's audio [hop], held as the offline decode ends it: one more call with the last
+        inputs repeated and silent noise (the voice is done afterwards)."""
         f0, loudness, z = (np.repeat(x, self.block_frames, axis=0) for x in self.last_inputs)
         hold = np.zeros(self.block_frames, np.float32)
         hold[0] = 1.0
-        return self.process(f0, loudness, z, white=np.zeros(self.block_frames * self.hop, np.float32), hold=hold)
+        white = np.zeros(self.block_frames * self.hop, np.float32)
+        return self.process(f0, loudness, z, white=white, hold=hold)[:self.hop]
 
 
 def stream(folder: str | Path, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray, seed: int,
