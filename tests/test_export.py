@@ -164,6 +164,23 @@ def test_stream_command_writes_what_generate_writes(in_project, exported):  # no
         stream_main(common + ["--export-dir", "nowhere", "--out", "gen/x.wav"])
 
 
+def test_export_takes_a_mixture_along(in_project):  # noqa: F811
+    from pipeline.export.command import export_main
+    from pipeline.gmm import load_mixture
+    from stages import fit_gmm
+
+    if not (in_project / "models/gmm/k2/mixture.json").exists():
+        fit_gmm.main(["--k", "2"])
+    export_main(["--k", "2", "--out", "export_k2"])
+    manifest = json.loads((in_project / "export_k2/manifest.json").read_text())
+    assert manifest["mixture"] == "mixture" and manifest["quantized"] == {}
+    copied, fitted = load_mixture(in_project / "export_k2/mixture"), load_mixture(in_project / "models/gmm/k2")
+    np.testing.assert_array_equal(copied.means_, fitted.means_)
+    with pytest.raises(SystemExit, match="no mixture for K=5"):
+        export_main(["--k", "5", "--out", "export_k5"])
+    assert not (in_project / "export_k5").exists()
+
+
 HOST_SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[1])

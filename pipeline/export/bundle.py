@@ -2,7 +2,7 @@
 
 Everything a host program needs to play the model is in the folder: ``model.tflite`` (decoder +
 harmonic oscillators, LiteRT built-in ops only), ``host.py`` (numpy: the fundamental's phase, the
-noise and its filter, the reverb), ``reverb_ir.npy`` and ``manifest.json`` (signature, rates, block
+noise and its filter, the reverb), ``reverb_ir.npy``, ``mixture/`` (with ``--k``: the fitted mixture as fit_gmm wrote it) and ``manifest.json`` (signature, rates, block
 size, latency, z dims, the ddsp scaling the model applies to f0 and loudness, the training params
 and the code's commit). Quantised variants (``model_float16.tflite``, ``model_int8.tflite``) carry
 their audio error against the float32 model, measured on a test tone.
@@ -19,11 +19,12 @@ import numpy as np
 from pipeline.export import host
 from pipeline.export.streaming import SIGNATURE, StreamingDecoder, block_frames_for, save, to_tflite
 from pipeline.fsutil import staged_dir, write_json_atomic
+from pipeline.gmm import ARRAYS_FILE, META_FILE
 
 TFLITE_FILE = "model.tflite"
 SAVED_MODEL_DIR = "saved_model"
 REVERB_FILE = "reverb_ir.npy"
-MIXTURE_FILE = "mixture.json"
+MIXTURE_DIR = "mixture"
 FORMAT_VERSION = 1
 
 
@@ -42,8 +43,10 @@ def export_model(model_dir: Path, out_dir: Path, block_ms: float, quantize: list
         if ir is not None:
             np.save(folder / REVERB_FILE, ir.astype(np.float32))
         shutil.copy(host.__file__, folder / "host.py")
-        if mixture_dir is not None:
-            shutil.copy(Path(mixture_dir) / MIXTURE_FILE, folder / MIXTURE_FILE)
+        if mixture_dir is not None:  # as fit_gmm wrote it (pipeline.gmm.load_mixture reads it back)
+            (folder / MIXTURE_DIR).mkdir()
+            for name in (META_FILE, ARRAYS_FILE):
+                shutil.copy(Path(mixture_dir) / name, folder / MIXTURE_DIR / name)
         manifest = _manifest(streaming, train, spec, ir is not None, mixture_dir, project_dir)
         write_json_atomic(folder / host.MANIFEST_FILE, manifest)
         for kind in quantize:
@@ -102,7 +105,7 @@ def _manifest(streaming: StreamingDecoder, train, spec, has_reverb: bool, mixtur
         "reverb_ir": REVERB_FILE if has_reverb else None,
         "contour_frame_rate": spec.frame_rate,
         "z_table": {"frames_per_example": train.z_time_steps, "example_secs": spec.example_secs},
-        "mixture": MIXTURE_FILE if mixture_dir is not None else None,
+        "mixture": MIXTURE_DIR if mixture_dir is not None else None,
         "quantized": {},
         "training": {"train": train.resolved().model_dump(mode="json"), "dataset": asdict(spec),
                      "code_commit": _git_commit(project_dir)},
