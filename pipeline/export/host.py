@@ -7,8 +7,9 @@ LiteRT's built-in ops cannot express stay here (it has no float64, no ``irfft``,
 impulse response is seconds long: an FFT convolution):
 
 - :class:`HarmonicPhase`: the fundamental's running phase, in float64 as
-  :mod:`pipeline.model.harmonic` computes it offline (float32 would drift by about 1e-7 of the
-  phase per frame, audible as an error far above 1e-4 in the upper harmonics within seconds);
+  :mod:`pipeline.model.harmonic` computes it offline (in float32 each frame's phase advance
+  would be rounded to about 6e-8 of itself, an error that adds up frame after frame and is
+  multiplied by the harmonic's number: an estimate, the reason this part is not in the model);
 - :func:`resample_frames`: ddsp's linear ``core.resample`` (contours and z to the decoder's
   frames); the offline decode uses it too, so both paths see the same inputs;
 - :func:`white_noise`: the noise synth's white noise, drawn from the seed with numpy's PCG64.
