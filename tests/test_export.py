@@ -164,7 +164,7 @@ def test_stream_command_writes_what_generate_writes(in_project, exported):  # no
         stream_main(common + ["--export-dir", "nowhere", "--out", "gen/x.wav"])
 
 
-def test_export_takes_a_mixture_along(in_project):  # noqa: F811
+def test_export_takes_a_mixture_along(in_project, exported):  # noqa: F811
     from pipeline.export.command import export_main
     from pipeline.gmm import load_mixture
     from stages import fit_gmm
@@ -176,6 +176,22 @@ def test_export_takes_a_mixture_along(in_project):  # noqa: F811
     assert manifest["mixture"] == "mixture" and manifest["quantized"] == {}
     copied, fitted = load_mixture(in_project / "export_k2/mixture"), load_mixture(in_project / "models/gmm/k2")
     np.testing.assert_array_equal(copied.means_, fitted.means_)
+    # a live host's z: the temporal sampler over the exported mixture, frame by frame
+    from pipeline.export import host
+
+    sampler = host.TemporalZ(in_project / "export_k2", cluster=1, rho=0.9, seed=3)
+    z = np.concatenate([sampler.next(n) for n in [1, 7, 992] * 20])  # 20000 decoder frames, 400 s
+    chain = np.asarray(sampler.chain)
+    assert z.shape == (20000, 4) and len(chain) >= 20000 * 32 / 50
+    cluster_sd = np.sqrt(np.diag(fitted.covariances_[1]))
+    assert np.all(np.abs(chain.mean(0) - fitted.means_[1]) < 0.2 * cluster_sd)
+    assert np.allclose(chain.std(0), cluster_sd, rtol=0.15)
+    lag1 = [np.corrcoef(chain[1:, d], chain[:-1, d])[0, 1] for d in range(4)]
+    assert np.allclose(lag1, 0.9, atol=0.03)
+    again = host.TemporalZ(in_project / "export_k2", cluster=1, rho=0.9, seed=3).next(1000)
+    np.testing.assert_array_equal(again, z[:1000])  # the same seed, whatever the block lengths
+    with pytest.raises(ValueError, match="holds no mixture"):
+        host.TemporalZ(exported, cluster=0, rho=0.5, seed=0)
     with pytest.raises(SystemExit, match="no mixture for K=5"):
         export_main(["--k", "5", "--out", "export_k5"])
     assert not (in_project / "export_k5").exists()

@@ -19,7 +19,10 @@ impulse response is seconds long: an FFT convolution):
   band magnitudes by the frequency sampling method, Hann-windowed, one per frame, overlap-added,
   its group delay cropped) one block at a time;
 - :class:`Reverb`: ddsp's trainable ``Reverb`` (dry + the IR's convolution, its first tap masked)
-  as a uniformly partitioned overlap-save convolution, so each block costs one FFT pair.
+  as a uniformly partitioned overlap-save convolution, so each block costs one FFT pair;
+- :class:`TemporalZ`: z for a live host, drawn as it plays from one cluster of the exported
+  mixture by the temporal sampler (the same distribution as ``pipeline.sampling.sample_temporal``,
+  not the same numbers: ``gddsp stream`` draws z as ``generate`` does, to equal it).
 
 Latency: ddsp's harmonic amplitudes and f0 cross-fade from frame j to frame j+1 within frame j,
 and the noise filter's zero-phase FIR reaches into frame j+1, so frame j's audio exists only once
@@ -188,6 +191,62 @@ class Reverb:
         self.previous = dry
         wet = np.fft.irfft(np.einsum("pk,pk->k", self.history, self.ir_spectra), 2 * self.block)[self.block:]
         return dry + wet
+
+
+class TemporalZ:
+    """z per decoder frame from cluster k: x_t = rho x_(t-1) + sqrt(1 - rho^2) e_t, z_t = mu_k + L_k x_t.
+
+    The AR(1) chain runs at the z table's frame rate (the encoder's native frames, where rho was
+    estimated) and is resampled linearly to the decoder's frames. z depends on no input, so the
+    chain is simply drawn a frame ahead: no latency. Needs an export made with ``--k``.
+    """
+
+    def __init__(self, folder: str | Path, cluster: int, rho: float, seed: int):
+        folder = Path(folder)
+        manifest = load_manifest(folder)
+        if not manifest.get("mixture"):
+            raise ValueError(f"{folder} holds no mixture: export with --k")
+        if not -1.0 < rho < 1.0:
+            raise ValueError(f"rho must be in (-1, 1), got {rho}")
+        mixture = folder / manifest["mixture"]
+        meta = json.loads((mixture / "mixture.json").read_text())
+        with np.load(mixture / "mixture.npz", allow_pickle=False) as arrays:
+            means, covariances = arrays["means"], arrays["covariances"]
+        if not 0 <= cluster < len(means):
+            raise ValueError(f"cluster must be in [0, {len(means)}), got {cluster}")
+        self.mean = means[cluster]
+        self.factor = np.linalg.cholesky(_full_covariance(covariances, meta["covariance_type"], cluster, len(self.mean)))
+        self.rho, self.innovation = rho, np.sqrt(1.0 - rho * rho)
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        table = manifest["z_table"]
+        self.step = table["frames_per_example"] / table["example_secs"] / manifest["frame_rate"]  # z frames per frame
+        self.x, self.chain, self.served = None, [], 0
+
+    def next(self, n_frames: int) -> np.ndarray:
+        """z [n_frames, d] float32 for the next decoder frames."""
+        positions = (self.served + np.arange(n_frames)) * self.step
+        while len(self.chain) < int(positions[-1]) + 2:
+            e = self.rng.standard_normal(len(self.mean))
+            self.x = e if self.x is None else self.rho * self.x + self.innovation * e
+            self.chain.append(self.mean + self.factor @ self.x)
+        chain = np.asarray(self.chain)
+        i0 = np.floor(positions).astype(int)
+        w = (positions - i0)[:, None]
+        self.served += n_frames
+        return (chain[i0] * (1.0 - w) + chain[i0 + 1] * w).astype(np.float32)
+
+
+def _full_covariance(covariances: np.ndarray, kind: str, k: int, d: int) -> np.ndarray:
+    """Component k's [d, d] covariance from sklearn's storage for each ``covariance_type``."""
+    if kind == "full":
+        return covariances[k]
+    if kind == "tied":
+        return covariances
+    if kind == "diag":
+        return np.diag(covariances[k])
+    if kind == "spherical":
+        return np.eye(d) * covariances[k]
+    raise ValueError(f"unknown covariance_type {kind!r}")
 
 
 class StreamingVoice:
