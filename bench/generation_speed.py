@@ -93,8 +93,9 @@ class Paths:
         from pipeline.compat import import_ddsp
         from pipeline.config import TrainParams
         from pipeline.dataset.tfrecord import DatasetSpec
+        from pipeline.generation.synthesizer import ModelSynthesizer
         from pipeline.model.build import build_autoencoder
-        from pipeline.model.decode import ModelSynthesizer, decoder_outputs
+        from pipeline.model.decode import decoder_outputs
         from pipeline.model.store import placeholder_batch
 
         tf.keras.utils.set_random_seed(0)

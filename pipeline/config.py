@@ -303,6 +303,16 @@ class FlowsParams(_Section):
     promote_metric: Literal[HELDOUT_METRICS] = "spectral_distance"
 
 
+class ExportParams(_Section):
+    """The real-time export (`gddsp export` / `gddsp stream`)."""
+
+    out_dir: str = "export"
+    # one streaming call's length: the whole number of decoder frames nearest this
+    block_ms: Annotated[float, Field(gt=0, le=1000)] = 20.0
+    # extra TFLite files with quantised weights, each with its audio error against float32 measured
+    quantize: list[Literal["float16", "int8"]] = []
+
+
 class Params(_Section):
     seed: Annotated[int, Field(ge=0)] = 0
     corpus: CorpusParams = CorpusParams()
@@ -315,6 +325,7 @@ class Params(_Section):
     report: ReportParams = ReportParams()
     tracking: TrackingParams = TrackingParams()
     flows: FlowsParams = FlowsParams()
+    export: ExportParams = ExportParams()
 
     @model_validator(mode="after")
     def _model_fits_examples(self) -> "Params":
