@@ -11,7 +11,7 @@ from pipeline.config import load_params, project_root
 from pipeline.examples import iter_examples
 from pipeline.fsutil import staged_dir, write_json_atomic
 from pipeline.plots import plot_example
-from pipeline.prepare import REPORT_FILE, PrepareFailed, run_prepare
+from pipeline.prepare import REPORT_FILE, PrepareFailed, describe, run_prepare
 from pipeline.tracking import stage_run
 
 METRICS_FILE = "metrics/prepare.json"
@@ -40,8 +40,8 @@ def main() -> None:
     stats = report["stats"]
     write_json_atomic(root / METRICS_FILE, stats)
     plots = plot_examples(out_dir, root / PLOTS_DIR, cfg.n_plot_examples, cfg.sample_rate, cfg.frame_rate)
-    for rejected in report["rejected"]:
-        print(f"prepare: rejected {rejected['source']}: {rejected['reason']} ({rejected['detail']})", file=sys.stderr)
+    for decision in report["decisions"]:  # every file found, used or rejected, with its reason
+        print(describe(decision), file=sys.stderr)
     print(f"prepare: {stats['examples_train']} train / {stats['examples_eval']} eval examples from "
           f"{stats['files_used']} files ({stats['files_rejected']} rejected) -> {out_dir}")
     with stage_run("prepare", root, params.tracking) as run:
