@@ -111,7 +111,9 @@ class InspectFile(beam.DoFn):
             info = inspect_audio(item.path, p.min_secs, p.silence_db)
         except AudioRejected as err:
             beam.metrics.Metrics.counter(_COUNTER_NS, f"rejected_{err.reason}").inc()
-            yield beam.pvalue.TaggedOutput(_REJECTED, _rejection(item.source, err.reason, err.detail))
+            # libsndfile's messages name the absolute path; the report names files as the folder does
+            detail = err.detail.replace(item.path, item.source)
+            yield beam.pvalue.TaggedOutput(_REJECTED, _rejection(item.source, err.reason, detail))
             return
         beam.metrics.Metrics.counter(_COUNTER_NS, "files_read").inc()
         n_windows = window_count(info.seconds, p.example_secs, p.hop_secs)

@@ -186,8 +186,9 @@ def test_clipped_audio_is_used_with_a_warning(mixed):
 
 
 def test_report_json_keeps_names_unmangled(mixed):
-    _, out, _ = mixed
+    root, out, _ = mixed
     text = (out / "report.json").read_text(encoding="utf-8")
+    assert str(root.resolve()) not in text  # files are named relative to the folder, decoder messages too
     assert "ünïcødé name – ♪.WAV" in text and "UPPER CASE.AIFF" in text and "sub folder/half second.flac" in text
     assert {ex["source"] for ex in iter_examples(out, "train")} >= {"ünïcødé name – ♪.WAV", "UPPER CASE.AIFF"}
 
