@@ -100,6 +100,12 @@ class PrepareParams(_Section):
     eval_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
     loudness_n_fft: Annotated[int, Field(ge=64)] = 512
     silence_db: Annotated[float, Field(le=0.0)] = -60.0
+    # shorter files are rejected too_short; longer ones give at least one window, zero-padded once
+    min_secs: PositiveFloat = 0.5
+    # a file whose share of voiced frames is below this is rejected unpitched (DC, noise, clicks)
+    min_voiced_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    # a file with at least this share of samples at full scale is used with a "clipped" warning
+    clipped_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.001
     num_shards: Annotated[int, Field(ge=1, le=1024)] = 4
     n_plot_examples: Annotated[int, Field(ge=0, le=32)] = 3
     f0: F0Params = F0Params()

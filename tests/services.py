@@ -119,8 +119,14 @@ def prefect_server(home: Path) -> Iterator[str]:
 
 
 def make_tiny_project(root: Path, **sections) -> Path:
-    """A git + DVC project with this repo's dvc.yaml and code and the tiny params (plus ``sections``)."""
+    """A git + DVC project with this repo's dvc.yaml and code and the tiny params (plus ``sections``).
+
+    Its ``.venv`` links to the venv running the tests, as a checkout's own .venv: dvc.yaml's stage
+    commands run ``.venv/bin/python``, whatever is on PATH.
+    """
     root.mkdir(parents=True, exist_ok=True)
+    (root / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    (root / ".gitignore").write_text(".venv\n")
     for name in ("dvc.yaml", "requirements.lock", ".dvcignore"):
         shutil.copy(REPO_ROOT / name, root / name)
     for folder in ("pipeline", "stages"):
@@ -139,10 +145,27 @@ def dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
+def foreign_python_dir() -> Path:
+    """A folder whose ``python`` is not this venv's (the system interpreter, without the project's
+    packages): first on PATH, it stands for a shell where the venv is not activated."""
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"gddsp-foreign-python-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    shim = folder / "python"
+    if not shim.exists():
+        system = shutil.which("python3", path=os.defpath) or "/usr/bin/python3"
+        shim.write_text(f"#!/bin/sh\nexec {system} -I \"$@\"\n")
+        shim.chmod(0o755)
+    return folder
+
+
 def stage_env(**extra: str) -> dict[str, str]:
-    """The environment `make run` gives `dvc repro`: this venv's python first on PATH; ``extra`` wins
-    over this process's environment (where earlier tests may have left an MLFLOW_TRACKING_URI)."""
-    return {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]), **extra}
+    """A shell where the venv is NOT activated: its bin folder is off PATH and ``python`` is another
+    interpreter, so commands work only if they name the venv themselves (as the README's and
+    dvc.yaml's do). ``extra`` wins over this process's environment (where earlier tests may have left
+    an MLFLOW_TRACKING_URI)."""
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != BIN.resolve()]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
+    return {**env, "PATH": os.pathsep.join([str(foreign_python_dir()), *path]), **extra}
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 1800) -> str:

@@ -17,8 +17,8 @@ from tests.conftest import REPO_ROOT
 
 # Shared infrastructure that never shapes a stage's output: not a DVC dep of any stage, and not
 # walked into (pipeline.config reaches pipeline.model.presets, which only train's output depends on).
-INFRASTRUCTURE = ("pipeline/__init__.py", "pipeline/compat.py", "pipeline/config.py", "pipeline/vocab.py",
-                  "pipeline/paths.py", "pipeline/publish.py", "pipeline/tracking")
+INFRASTRUCTURE = ("pipeline/__init__.py", "pipeline/compat.py", "pipeline/quiet.py", "pipeline/config.py",
+                  "pipeline/vocab.py", "pipeline/paths.py", "pipeline/publish.py", "pipeline/tracking")
 PACKAGES = ("pipeline", "stages")
 
 
