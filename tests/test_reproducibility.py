@@ -6,6 +6,8 @@ this process. A ``sitecustomize`` put on the stage's PYTHONPATH (test-only; only
 named in ``KILL_ENV`` is affected, not DVC) makes the stage write its pid and SIGSTOP itself just
 before it renames a ``.partial`` path, so the kill lands at that point on every run instead of
 racing a fast stage. Training is also killed mid-run at a random step in tests/test_model.py.
+A rerun (after a params change) killed the same way leaves no new output: DVC has removed the
+previous outs before the stage started, dvc.lock still names them and `dvc checkout` restores them.
 
 Determinism: the project built through those kills and reruns and a second project built by one
 plain ``dvc repro`` hold the same bytes in every DVC out, training and sampling included. Wall-clock
@@ -172,10 +174,14 @@ def out_files(project: Path) -> dict[str, Path]:
     with Repo(str(project)) as repo:
         for stage in repo.index.stages:
             for out in stage.outs:
-                path = Path(out.fs_path)
-                for file in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
-                    files[file.relative_to(project).as_posix()] = file
+                files.update(files_under(project, Path(out.fs_path)))
     return files
+
+
+def files_under(project: Path, path: Path) -> dict[str, Path]:
+    """The file ``path`` or the files in folder ``path``, by their path in ``project``."""
+    found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {file.relative_to(project).as_posix(): file for file in found}
 
 
 def test_two_builds_from_scratch_give_identical_outputs_for_every_stage(killed_project, tmp_path):
@@ -190,3 +196,40 @@ def test_two_builds_from_scratch_give_identical_outputs_for_every_stage(killed_p
     assert differing == [], f"outputs that differ between two builds: {differing}"
     timed = {name: keys for name, path in a.items() if (keys := wall_clock_keys(path))}
     assert timed == {}, f"wall-clock fields in DVC outputs: {timed}"
+
+
+def test_kill_9_of_a_rerun_leaves_no_new_output_and_the_previous_version_in_dvcs_cache(tmp_path):
+    """A stage rerun after a params change and killed -9 before it publishes. DVC removes a stage's
+    outs before it reruns it, so the previous version is not left in place; what the kill must not do
+    is leave a new complete-looking output or lock entry: the outs are absent, dvc.lock still names
+    the previous run, `dvc checkout` brings that version back whole from the cache, and `dvc repro`
+    then publishes the new one."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    project = make_tiny_project(tmp_path / "project", **SECTIONS)
+    run(dvc("repro", "corpus"), project, stage_env())
+    corpus = project / "data" / "corpus"
+    before = {name: path.read_bytes() for name, path in out_files_of(project, "corpus").items()
+              if name.startswith("data/corpus/")}
+    lock_before = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["corpus"]
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["corpus"]["n_files"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    kill_at_publication(project, "corpus", hook)
+    assert (project / "data" / "corpus.partial").exists()
+    assert out_files_of(project, "corpus") == {}
+    assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["corpus"] == lock_before
+
+    run(dvc("checkout", "corpus"), project, stage_env())
+    assert {name: path.read_bytes() for name, path in out_files_of(project, "corpus").items()
+            if name.startswith("data/corpus/")} == before
+    run(dvc("repro", "corpus"), project, stage_env())
+    assert len((corpus / "manifest.csv").read_text().splitlines()) == 1 + 3
+    assert not (project / "data" / "corpus.partial").exists()
+    assert json.loads(run(dvc("status", "--json", "corpus"), project, stage_env()) or "{}") == {}
+
+
+def out_files_of(project: Path, stage: str) -> dict[str, Path]:
+    return {name: file for path in stage_outs(project, stage) for name, file in files_under(project, path).items()}
