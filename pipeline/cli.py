@@ -29,7 +29,13 @@ from pipeline.config import PrepareParams, load_params, project_root
 from pipeline.dataset.tfrecord import DatasetSpec
 from pipeline.export.command import EXPORT_HELP, STREAM_HELP, add_export_arguments, add_stream_arguments, export, stream
 from pipeline.generation.conditioning import Conditioning
-from pipeline.generation.longform import audio_conditioning, constant_conditioning, long_form_z, midi_conditioning
+from pipeline.generation.longform import (
+    add_melody_arguments,
+    audio_conditioning,
+    constant_conditioning,
+    long_form_z,
+    midi_conditioning,
+)
 from pipeline.generation.plans import ClipPlan
 from pipeline.paths import Paths
 from pipeline.prior.mixture import META_FILE, load_mixture
@@ -40,20 +46,7 @@ GENERATE_HELP = "a sound from pitch + loudness + z sampled from a fitted mixture
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--k", type=int, required=True, help="which fitted mixture (a K in gmm.n_components)")
-    parser.add_argument("--cluster", type=int, default=None,
-                        help="cluster to draw every frame from (required unless --method direct)")
-    parser.add_argument("--method", choices=ALL_METHODS, default="temporal",
-                        help="direct: each frame its own component; inverse_transform: i.i.d. frames from one "
-                             "cluster; temporal: AR(1)-smooth frames from one cluster; temporal_hold: one draw per note")
-    parser.add_argument("--rho", type=float, default=0.9, help="frame-to-frame correlation for --method temporal")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--midi", type=Path, help="a MIDI file; its top voice is the melody")
-    source.add_argument("--f0-hz", type=float, help="a constant pitch in Hz (with --loudness-db and --secs)")
-    source.add_argument("--audio", type=Path, help="a recording: its pitch and loudness (prepare's analysis)")
-    parser.add_argument("--loudness-db", type=float, default=-30.0, help="constant loudness with --f0-hz")
-    parser.add_argument("--secs", type=float, default=None, help="length with --f0-hz (default: one example)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same audio")
+    add_melody_arguments(parser, ALL_METHODS)
     parser.add_argument("--out", type=Path, required=True, help="output WAV; a spectrogram PNG is written beside it")
 
 

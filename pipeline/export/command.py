@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from pipeline.config import load_params, project_root
+from pipeline.generation.longform import add_melody_arguments
 from pipeline.vocab import ALL_METHODS
 
 EXPORT_HELP = ("write the streaming model of the trained autoencoder: TFLite + SavedModel + host module + "
@@ -51,17 +52,7 @@ def export(args: argparse.Namespace) -> None:
 
 
 def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--k", type=int, required=True, help="which fitted mixture (a K in gmm.n_components)")
-    parser.add_argument("--cluster", type=int, default=None, help="cluster (required unless --method direct)")
-    parser.add_argument("--method", choices=ALL_METHODS, default="temporal", help="z sampler, as for generate")
-    parser.add_argument("--rho", type=float, default=0.9, help="frame-to-frame correlation for --method temporal")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--midi", type=Path, help="a MIDI file; its top voice is the melody")
-    source.add_argument("--f0-hz", type=float, help="a constant pitch in Hz (with --loudness-db and --secs)")
-    source.add_argument("--audio", type=Path, help="a recording: its pitch and loudness (prepare's analysis)")
-    parser.add_argument("--loudness-db", type=float, default=-30.0, help="constant loudness with --f0-hz")
-    parser.add_argument("--secs", type=float, default=None, help="length with --f0-hz (default: one example)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same audio")
+    add_melody_arguments(parser, ALL_METHODS)
     parser.add_argument("--export-dir", type=Path, default=None, help="the export folder (default: export.out_dir)")
     parser.add_argument("--quantized", choices=("float16", "int8"), default=None,
                         help="play a weight-quantised model of the export instead of the float32 one")

@@ -7,6 +7,7 @@ its slow drift) runs on unbroken; the decoder resamples it to its own frames.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,21 @@ def long_form_z(plan: ClipPlan, gmm: GaussianMixture, cond: Conditioning, spec: 
     n_z = max(1, int(round(cond.n_frames / spec.n_frames * z_per_example)))
     z, _ = draw_z(plan, gmm, n_z, cond, seed, rho=rho)
     return z.astype(np.float32)
+
+
+def add_melody_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...]) -> None:
+    """The flags ``gddsp generate`` and ``gddsp stream`` share: which timbre, and which pitch and loudness."""
+    parser.add_argument("--k", type=int, required=True, help="which fitted mixture (a K in gmm.n_components)")
+    parser.add_argument("--cluster", type=int, default=None,
+                        help="cluster to draw every frame from (required unless --method direct)")
+    parser.add_argument("--method", choices=methods, default="temporal",
+                        help="direct: each frame its own component; inverse_transform: i.i.d. frames from one "
+                             "cluster; temporal: AR(1)-smooth frames from one cluster; temporal_hold: one draw per note")
+    parser.add_argument("--rho", type=float, default=0.9, help="frame-to-frame correlation for --method temporal")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--midi", type=Path, help="a MIDI file; its top voice is the melody")
+    source.add_argument("--f0-hz", type=float, help="a constant pitch in Hz (with --loudness-db and --secs)")
+    source.add_argument("--audio", type=Path, help="a recording: its pitch and loudness (prepare's analysis)")
+    parser.add_argument("--loudness-db", type=float, default=-30.0, help="constant loudness with --f0-hz")
+    parser.add_argument("--secs", type=float, default=None, help="length with --f0-hz (default: one example)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same audio")

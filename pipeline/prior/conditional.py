@@ -45,7 +45,7 @@ from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
-from pipeline.prior.mixture import fit_mixture, full_covariances, load_mixture, save_mixture, single_threaded
+from pipeline.prior.mixture import as_frames, fit_mixture, full_covariances, load_mixture, save_mixture, single_threaded
 from pipeline.prior.samplers import (
     MIN_RHO_PAIRS,
     RHO_MAX,
@@ -89,7 +89,7 @@ def controls(f0_hz: np.ndarray, loudness_db: np.ndarray) -> np.ndarray:
 
 def joint_frames(z: np.ndarray, c: np.ndarray) -> np.ndarray:
     """y = [z, c] [n, d + n_controls] from z [n, d] and scaled controls c [n, n_controls]."""
-    z, c = _frames(z, "z"), _frames(c, "controls")
+    z, c = as_frames(z, "z"), as_frames(c, "controls")
     if len(z) != len(c):
         raise ValueError(f"z has {len(z)} frames but the controls have {len(c)}")
     return np.concatenate([z, c], axis=1)
@@ -138,7 +138,7 @@ class ConditionalMixture:
             raise ValueError(f"cluster k must be in [0, {self.n_components}), got {k}")
 
     def _check_controls(self, c: np.ndarray) -> np.ndarray:
-        c = _frames(c, "controls")
+        c = as_frames(c, "controls")
         if c.shape[1] != self.n_controls:
             raise ValueError(f"controls must have {self.n_controls} columns {self.control_names}, got {c.shape[1]}")
         return c
@@ -183,7 +183,7 @@ def fit_joint_mixture(z: np.ndarray, c: np.ndarray, n_components: int, covarianc
     Only ``full`` (and ``tied``) covariances can carry a z-c dependence; ``diag``/``spherical``
     fit, but their conditionals equal the unconditional clusters.
     """
-    z = _frames(z, "z")
+    z = as_frames(z, "z")
     gmm = fit_mixture(joint_frames(z, c), n_components, covariance_type, seed, **fit_kwargs)
     return condition_components(gmm, z.shape[1])
 
@@ -283,7 +283,7 @@ def heldout_conditional_loglik(mixture: ConditionalMixture, z: np.ndarray, c: np
 
 def marginal_loglik_frames(mixture: ConditionalMixture, z: np.ndarray) -> np.ndarray:
     """log p(z_t) per frame [n] under the z-marginal of the joint mixture (the unconditional twin)."""
-    z = _frames(z, "z")
+    z = as_frames(z, "z")
     return logsumexp(np.log(mixture.weights)[None] + _log_gaussians(z, mixture.mean_z, mixture.marginal_cov_zz),
                      axis=1)
 
@@ -345,11 +345,3 @@ def _controls_from(f0_scaled: np.ndarray, ld_scaled: np.ndarray) -> np.ndarray:
         raise ValueError("the controls have no frames")
     return np.stack([f0_scaled, ld_scaled], axis=1)
 
-
-def _frames(values: np.ndarray, name: str) -> np.ndarray:
-    values = np.asarray(values, np.float64)
-    if values.ndim != 2 or not len(values):
-        raise ValueError(f"{name} must be a non-empty [n_frames, dims] array, got shape {values.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return values
