@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python -m bench.extract_z_memory
 	$(BIN)/python -m bench.generation_speed
 	$(BIN)/python -m bench.gmm_fit
+	$(BIN)/python -m bench.stream_latency
 
 # Re-resolve the direct dependencies and rewrite the lock (needs the package registry).
 lock:

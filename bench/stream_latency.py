@@ -29,7 +29,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine, median, table, write_results  # noqa: E402
+from bench.common import machine, median, parse_args, table, write_results  # noqa: E402
 
 
 def melody(n_frames: int, z_dims: int):
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=float, nargs="+", default=[10.0, 20.0, 50.0], help="block lengths in ms")
     parser.add_argument("--rounds", type=int, default=4, help="rounds: each streams the clip at every block "
                         "length and decodes it offline once, in rotating order")
-    args = parser.parse_args()
+    args = parse_args(parser, smoke=dict(secs=1.0, blocks=[20.0], rounds=1))
 
     import tensorflow as tf
 
@@ -139,7 +139,8 @@ def main() -> None:
     print(table(["block", "median ms", "p99 ms", "best-round p99", "max ms", "> 1 ms", "LiteRT median ms",
                  "stream x RT", "vs offline"], rows))
     path = write_results("stream_latency", {"settings": vars(args), "offline_rtf": offline_rtf,
-                                            "offline_secs": timings["offline"], "streaming": results}, info)
+                                            "offline_secs": timings["offline"], "streaming": results}, info,
+                         smoke=args.smoke)
     print(f"results: {path}")
 
 

@@ -33,6 +33,8 @@ BENCHMARKS = {
                           "target >= 100x real time"], "generation_speed_smoke.json", ["presets", "target"]),
     "gmm_fit": (["stock (plain sklearn", "K sweep at", "frames sweep at"], "gmm_fit_smoke.json",
                 ["stock_vs_ours", "by_k", "by_frames"]),
+    "stream_latency": (["offline decode (TF, one thread)", "LiteRT median ms"], "stream_latency_smoke.json",
+                       ["offline_rtf", "streaming"]),
 }
 
 
