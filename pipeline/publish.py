@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -52,13 +51,10 @@ def staged_file(final: str | Path) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """``path`` holds ``text`` whole, or keeps what it held before: written beside it, then renamed."""
+    """``path`` holds ``text`` whole, or keeps what it held before: written to ``<path>.partial``, then renamed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False,
-                                     encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+    with staged_file(path) as staging:
+        staging.write_text(text, encoding="utf-8", newline="")
     return path
 
 
