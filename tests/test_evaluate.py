@@ -46,7 +46,7 @@ def clip_row(k: int, method: str, cluster: int, conditioning: str) -> dict:
             "wav": f"clips/{clip_id}.wav", "png": f"clips/{clip_id}.png",
             "f0_rpa": f0_rpa, "f0_median_cents": 10.0 + cluster, "loudness_l1_db": 2.0,
             "hnr_db": hnr, "spectral_flatness": 0.5 if noise else 0.1, "timbre_consistency": 1.0,
-            "frechet_mfcc": 30.0, "reencode_loglik": math.nan if method == "direct" else -3.0,
+            "frechet_clip_to_set": 30.0, "reencode_loglik": math.nan if method == "direct" else -3.0,
             "valid": not failures, "invalid_reason": "; ".join(failures), "component_switches": 0}
 
 

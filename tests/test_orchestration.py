@@ -78,7 +78,7 @@ def test_each_k_run_holds_its_mixture_and_sample_metrics_clips_and_manifest(tiny
         metrics = run.data.metrics
         for name in ("bic", "aic", "train_loglik", "heldout_loglik", "weight_0",
                      "direct.f0_rpa", "inverse_transform.hnr_db", "temporal.timbre_consistency",
-                     "temporal_hold.frechet_mfcc", "inverse_transform.valid_share"):
+                     "temporal_hold.frechet_clip_to_set", "inverse_transform.valid_share"):
             assert name in metrics, f"K={k} lacks {name}"
         assert sum(metrics[f"weight_{i}"] for i in range(k)) == pytest.approx(1.0)
         assert run.data.params["k"] == str(k) and run.data.params["gmm.covariance_type"] == "full"
