@@ -109,6 +109,27 @@ def test_sample_stage_writes_every_planned_clip_with_its_metrics(in_project):
     assert clips["invalid_reason"].fillna("").eq("").eq(clips["valid"]).all()
 
 
+def test_anchors_stage_decodes_mean_z_everywhere_and_resynthesis_on_real_contours(in_project):
+    from stages import anchors
+
+    anchors.main()
+    folder = in_project / "samples/anchors"
+    clips = pd.read_csv(folder / CLIPS_FILE)
+    # mean_z on seed, seed_report_scale, midi and 2 real examples; resynthesis on the 2 real examples
+    assert sorted(zip(clips["method"], clips["conditioning"], clips["example"])) == sorted(
+        [("mean_z", c, -1) for c in ("seed", "seed_report_scale", "midi")]
+        + [(m, "real", e) for m in ("mean_z", "resynthesis") for e in (0, 1)])
+    real = clips[clips["conditioning"] == "real"]
+    assert np.isfinite(real["spectral_distance_to_real"]).all()
+    assert sorted(p.name for p in (folder / "real").glob("*.wav")) == ["real_e0.wav", "real_e1.wav"]
+    reference, rate = sf.read(folder / "real/real_e0.wav")
+    assert rate == 16000 and len(reference) == 16000 and np.abs(reference).max() > 0.01
+    # anchors and samples decode the same contours: the same fitted loudness map and envelope
+    if (in_project / "samples/k2/conditionings.json").is_file():
+        assert (folder / "conditionings.json").read_text() == (in_project / "samples/k2/conditionings.json").read_text()
+    assert json.loads((in_project / "metrics/anchors.json").read_text())["real"]["resynthesis"]["n_clips"] == 2
+
+
 def test_generate_plays_a_midi_melody_deterministically(in_project):
     from pipeline import cli
     from stages import fit_gmm
