@@ -59,10 +59,12 @@ def main() -> None:
         run.log_artifact(paths.evaluate_metrics)
         run.log_artifact(paths.evaluate_report, "evaluate")
         run.log_artifact(paths.evaluate_plots, "plots_data")
-    for k in ks:  # the same numbers in each K's run
+    for k in ks:  # the same numbers in each K's run, as stats.<conditioning>.<method>.<metric>.<mean|ci_low|ci_high>
         with k_run(k, paths.root, params.tracking) as run:
-            per_k = result.metrics["per_k"][k_name(k)]
-            run.log_metrics({"by_conditioning": per_k["by_conditioning"]})
+            per_k = result.metrics["per_k"][k_name(k)]["by_conditioning"]
+            run.log_metrics({"stats": {c: {m: {name: {s: v for s, v in cell.items() if s != "n"}
+                                               for name, cell in entry.items()}
+                                           for m, entry in methods.items()} for c, methods in per_k.items()}})
 
 
 if __name__ == "__main__":

@@ -281,9 +281,9 @@ def test_stage_logged_metrics_and_artifacts_to_mlflow(project):
     # each K's run carries the same per-K numbers as evaluate.json
     (k3,) = client.search_runs([experiment.experiment_id], filter_string="tags.k = '3'")
     per_k = strict_json(root / "metrics/evaluate.json")["per_k"]["k3"]["by_conditioning"]
-    assert k3.data.metrics["by_conditioning.real.temporal.spectral_distance_to_real.mean"] == pytest.approx(
+    assert k3.data.metrics["stats.real.temporal.spectral_distance_to_real.mean"] == pytest.approx(
         per_k["real"]["temporal"]["spectral_distance_to_real"]["mean"])
-    assert k3.data.metrics["by_conditioning.seed.temporal.hnr_db.ci_low"] == pytest.approx(
+    assert k3.data.metrics["stats.seed.temporal.hnr_db.ci_low"] == pytest.approx(
         per_k["seed"]["temporal"]["hnr_db"]["ci_low"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
     assert "evaluate/comparison.md" in artifacts and "evaluate/weight_vs_validity.png" in artifacts

@@ -79,7 +79,7 @@ def test_each_k_run_holds_its_mixture_and_sample_metrics_clips_and_manifest(tiny
         for name in ("bic", "aic", "train_loglik", "heldout_loglik", "heldout_conditional_loglik", "weight_0",
                      "seed.direct.f0_rpa", "seed.inverse_transform.hnr_db", "seed.temporal.timbre_consistency",
                      "seed.temporal_hold.frechet_clip_to_set", "seed.conditional.valid_share",
-                     "by_conditioning.seed.temporal.hnr_db.mean"):
+                     "stats.seed.temporal.hnr_db.mean"):
             assert name in metrics, f"K={k} lacks {name}"
         assert sum(metrics[f"weight_{i}"] for i in range(k)) == pytest.approx(1.0)
         assert run.data.params["k"] == str(k) and run.data.params["gmm.covariance_type"] == "full"
