@@ -35,11 +35,13 @@ lint: setup
 	$(BIN)/ruff check .
 
 # Work pools + the deployments of prefect.yaml, on the Prefect server of PREFECT_API_URL. The nightly GPU
-# deployment runs the image GDDSP_IMAGE and logs to MLFLOW_TRACKING_URI (defaults below are placeholders).
+# deployment runs the image GDDSP_IMAGE and logs to MLFLOW_TRACKING_URI (defaults below are placeholders);
+# the local deployment runs in GDDSP_PROJECT_DIR (default: this checkout).
 deploy: setup
 	$(BIN)/prefect work-pool create gpu-k8s --type kubernetes --base-job-template deploy/k8s-gpu-job-template.json --overwrite
 	$(BIN)/prefect work-pool create local-cpu --type process --overwrite
 	GDDSP_IMAGE=$${GDDSP_IMAGE:-generative-ddsp:latest} MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-http://mlflow:5000} \
+		GDDSP_PROJECT_DIR=$${GDDSP_PROJECT_DIR:-$(CURDIR)} \
 		$(BIN)/prefect --no-prompt deploy --all
 
 bench: setup

@@ -6,6 +6,7 @@ average before and after is recorded beside the numbers.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -21,6 +22,16 @@ from pipeline.config import CorpusParams
 from pipeline.corpus.render import render_corpus
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SMOKE_HELP = ("the smallest setting (tiny sizes, one round): proves the benchmark runs end to end and prints "
+              "every section (tests/test_bench.py); its figures mean nothing, its results file ends in _smoke")
+
+
+def parse_args(parser: argparse.ArgumentParser, smoke: dict, argv=None) -> argparse.Namespace:
+    """``parser``'s arguments plus ``--smoke``, which makes ``smoke`` the defaults (flags given still win)."""
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+    if parser.parse_known_args(argv)[0].smoke:
+        parser.set_defaults(**smoke)
+    return parser.parse_args(argv)
 
 
 def render_bench_corpus(out_dir: Path, n_files: int, secs: float, seed: int) -> list[Path]:
@@ -78,10 +89,13 @@ def run_measurement(module: str, *args: str, what: str, env: dict | None = None)
     return json.loads(lines[-1])
 
 
-def write_results(name: str, payload: dict, info: dict) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, payload: dict, info: dict, smoke: bool = False) -> Path:
+    """bench/results/<name>.json (``<name>_smoke.json`` for a smoke run, so no smoke run replaces real
+    figures); $BENCH_RESULTS_DIR instead of bench/results when set."""
+    folder = Path(os.environ.get("BENCH_RESULTS_DIR") or RESULTS_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
     info = {**info, "load_average_end": load_average(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    path = RESULTS_DIR / f"{name}.json"
+    path = folder / f"{name}{'_smoke' if smoke else ''}.json"
     path.write_text(json.dumps({"machine": info, **payload}, indent=2) + "\n")
     return path

@@ -4,7 +4,7 @@ Each size runs in its own process (peak RSS is per process) on synthetic 4 s exa
 untrained model of the chosen preset (extraction cost does not depend on the weights). Also
 reports Arrow's own peak allocation, which would grow if rows were collected before writing.
 
-    python -m bench.extract_z_memory [--sizes 64 256] [--preset cpu]
+    python -m bench.extract_z_memory [--sizes 64 256] [--preset cpu] [--smoke]
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import resource
 import tempfile
 from pathlib import Path
 
-from bench.common import machine, run_measurement, table, write_results
+from bench.common import machine, parse_args, run_measurement, table, write_results
 
 N_EVAL = 8
 
@@ -56,23 +56,26 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu", choices=["cpu", "paper"])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, {"sizes": [4, 8], "batch_size": 4})
     if args.measure:
         print(json.dumps(measure(args.measure, args.preset, args.batch_size)))
         return
 
     info = machine()
-    with tempfile.TemporaryDirectory(prefix="bench-extract-") as scratch:
-        results = [run_size(n, args, Path(scratch)) for n in args.sizes]
     columns = ["examples", "rows", "frames_per_s", "seconds", "rss_before_mb", "peak_rss_mb", "arrow_peak_mb",
                "parquet_mb"]
-    print(table(columns, [[r[c] for c in columns] for r in results]))
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-extract-") as scratch:
+        for n in args.sizes:  # each size's row as soon as it is measured
+            results.append(run_size(n, args, Path(scratch)))
+            print(table(columns, [[r[c] for c in columns] for r in results]), flush=True)
     small, large = results
     growth = (large["peak_rss_mb"] - small["peak_rss_mb"]) / small["peak_rss_mb"]
     print(f"{large['examples'] / small['examples']:.1f}x the examples: peak RSS {growth:+.1%}, "
           f"arrow peak {small['arrow_peak_mb']:.1f} -> {large['arrow_peak_mb']:.1f} MB")
     path = write_results(f"extract_z_memory_{args.preset}", {"settings": vars(args) | {"measure": None},
-                                                            "runs": results, "peak_rss_growth": growth}, info)
+                                                            "runs": results, "peak_rss_growth": growth}, info,
+                         args.smoke)
     print(f"results: {path}")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bench.common import machine, render_bench_corpus, table, timed, write_results
+from bench.common import machine, parse_args, render_bench_corpus, table, timed, write_results
 from pipeline.audio.features import F0_METHODS, VOICED_THRESHOLD, estimate_f0
 from pipeline.corpus.render import load_ground_truth
 
@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     parser.add_argument("--secs", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--methods", nargs="+", choices=F0_METHODS, default=list(F0_METHODS))
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"files": 2, "secs": 3.0}, argv)
 
     info = machine()
     work = Path(tempfile.mkdtemp(prefix="bench_f0_"))
@@ -105,7 +105,7 @@ def main(argv=None) -> None:
     print("min/40x20 s: f0 compute for the default corpus (13.3 min of audio) on one core at this speed; "
           "2 Beam workers roughly halve it.")
     path = write_results("f0_accuracy", {"settings": vars(args), "frame_rate": FRAME_RATE, "cents": CENTS,
-                                         "voiced_threshold": VOICED_THRESHOLD, "methods": totals}, info)
+                                         "voiced_threshold": VOICED_THRESHOLD, "methods": totals}, info, args.smoke)
     print(f"results -> {path}")
 
 

@@ -33,7 +33,9 @@ process's high-water mark (``VmHWM``, reset before each timed block) while that 
 includes the TensorFlow runtime and the model and memory earlier blocks left allocated, so read it
 per preset, not as one variant's own cost.
 
-    python -m bench.generation_speed [--presets cpu paper] [--batch-sizes 1 8] [--rounds 4] [--paper-rounds 2]
+    python -m bench.generation_speed [--presets cpu paper] [--batch-sizes 1 8] [--rounds 4] [--paper-rounds 2] [--smoke]
+
+Each preset's figures print as soon as its process is done; the target line comes last.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ import resource
 import sys
 import time
 
-from bench.common import load_average, machine, median, run_measurement, table, write_results
+from bench.common import load_average, machine, median, parse_args, run_measurement, table, write_results
 
 VARIANTS = ("stock", "ours", "ours_xla")
 CLIP_SECS = 4.0
@@ -91,8 +93,9 @@ class Paths:
         from pipeline.compat import import_ddsp
         from pipeline.config import TrainParams
         from pipeline.dataset.tfrecord import DatasetSpec
+        from pipeline.generation.synthesizer import ModelSynthesizer
         from pipeline.model.build import build_autoencoder
-        from pipeline.model.decode import ModelSynthesizer, decoder_outputs
+        from pipeline.model.decode import decoder_outputs
         from pipeline.model.store import placeholder_batch
 
         tf.keras.utils.set_random_seed(0)
@@ -360,6 +363,28 @@ def preset_in_subprocess(preset: str, args, rounds: int) -> dict:
                            "--breakdown-rounds", str(args.breakdown_rounds if preset in args.breakdown_presets else 0),
                            what=f"preset {preset}")
 
+def print_preset(preset: str, result: dict) -> None:
+    """One preset's figures: real-time factors per batch size and variant, checks, stage breakdown."""
+    columns = ["rtf", "ratio_vs_stock", "ratio_vs_ours", "rtf_cpu", "s_per_clip", "warmup_s", "peak_rss_mb"]
+    rows = [[preset, batch_size, name, *(row[c] for c in columns)]
+            for batch_size, batch in result["batches"].items() for name, row in batch["variants"].items()]
+    print(f"\n{preset} preset:")
+    print(table(["preset", "batch", "variant", *columns], rows))
+    print(f"{preset}: {result['params']} parameters, {result['rounds']} rounds, process peak RSS "
+          f"{result['process_peak_rss_mb']:.0f} MB, traces {result['traces']}, {result['seconds']:.0f}s")
+    for batch_size, batch in result["batches"].items():
+        if batch["checks"]:
+            print(f"  b{batch_size} checks: {batch['checks']}")
+    print(f"  oscillator_bank vs float64: {result['phase_accuracy']}")
+    stage_rows = [[preset, batch_size, mode, *(stages.get(c, float("nan")) for c in COMPONENTS)]
+                  for batch_size, batch in result["batches"].items() if "breakdown" in batch
+                  for mode, stages in batch["breakdown"]["s_per_call"].items()]
+    if stage_rows:
+        print("seconds per call of each stage:")
+        print(table(["preset", "batch", "mode", *COMPONENTS], stage_rows))
+    sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["cpu", "paper"], choices=["cpu", "paper"])
@@ -371,7 +396,8 @@ def main() -> None:
                         help="presets whose stages are also timed one by one")
     parser.add_argument("--breakdown-rounds", type=int, default=3)
     parser.add_argument("--run-preset", choices=["cpu", "paper"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, {"presets": ["cpu"], "batch_sizes": [1], "rounds": 1, "paper_rounds": 1,
+                               "breakdown_rounds": 1})
     if "stock" not in args.variants:
         args.variants.insert(0, "stock")
     if args.run_preset:
@@ -385,29 +411,7 @@ def main() -> None:
         rounds = args.paper_rounds if preset == "paper" else args.rounds
         presets[preset] = preset_in_subprocess(preset, args, rounds)
         presets[preset]["load_average_after"] = load_average()
-    columns = ["rtf", "ratio_vs_stock", "ratio_vs_ours", "rtf_cpu", "s_per_clip", "warmup_s", "peak_rss_mb"]
-    rows = []
-    for preset, result in presets.items():
-        for batch_size, batch in result["batches"].items():
-            for name, row in batch["variants"].items():
-                rows.append([preset, batch_size, name, *(row[c] for c in columns)])
-    print(table(["preset", "batch", "variant", *columns], rows))
-    for preset, result in presets.items():
-        print(f"{preset}: {result['params']} parameters, {result['rounds']} rounds, process peak RSS "
-              f"{result['process_peak_rss_mb']:.0f} MB, traces {result['traces']}, {result['seconds']:.0f}s")
-        for batch_size, batch in result["batches"].items():
-            if batch["checks"]:
-                print(f"  b{batch_size} checks: {batch['checks']}")
-        print(f"  oscillator_bank vs float64: {result['phase_accuracy']}")
-    stage_rows = []
-    for preset, result in presets.items():
-        for batch_size, batch in result["batches"].items():
-            if "breakdown" in batch:
-                for mode, stages in batch["breakdown"]["s_per_call"].items():
-                    stage_rows.append([preset, batch_size, mode, *(stages.get(c, float("nan")) for c in COMPONENTS)])
-    if stage_rows:
-        print("seconds per call of each stage:")
-        print(table(["preset", "batch", "mode", *COMPONENTS], stage_rows))
+        print_preset(preset, presets[preset])
     cpu_best = {b: max(v["rtf"] for v in batch["variants"].values())
                 for b, batch in presets.get("cpu", {}).get("batches", {}).items()}
     cpu_ours = {b: batch["variants"]["ours"]["rtf"] for b, batch in presets.get("cpu", {}).get("batches", {}).items()
@@ -420,7 +424,7 @@ def main() -> None:
                      "variants": args.variants},
         "target": {"preset": "cpu", "min_rtf": 100.0, "ours_rtf": cpu_ours, "best_rtf": cpu_best,
                    "met_by_ours": bool(cpu_ours) and all(v >= 100.0 for v in cpu_ours.values())},
-        "presets": presets}, info)
+        "presets": presets}, info, args.smoke)
     print(f"results: {path}")
 
 

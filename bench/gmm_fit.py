@@ -39,7 +39,7 @@ import warnings
 
 import numpy as np
 
-from bench.common import load_average, machine, median, table, write_results
+from bench.common import load_average, machine, median, parse_args, table, write_results
 
 Z_DIMS = 16
 TRUE_COMPONENTS = 10
@@ -201,7 +201,8 @@ def main() -> None:
     parser.add_argument("--compare-configs", nargs="*", default=["8x20000", "8x70000"],
                         help="KxFRAMES fitted by plain sklearn (default BLAS threads) and by fit_mixture")
     parser.add_argument("--compare-rounds", type=int, default=4)
-    args = parser.parse_args()
+    args = parse_args(parser, {"ks": [2, 3], "frames": [2_000, 5_000], "rounds": 1, "compare_configs": ["2x2000"],
+                               "compare_rounds": 1})
 
     info = machine()
     configs = [(k, FIXED_FRAMES) for k in args.ks]
@@ -266,7 +267,7 @@ def main() -> None:
                      "gmm": {"covariance_type": args.covariance_type, "reg_covar": args.reg_covar,
                              "max_iter": args.max_iter, "n_init": args.n_init, "tol": args.tol}},
         "data": truth, "blas_default": default_blas, "stock_vs_ours": compare, "by_k": by_k,
-        "by_frames": by_frames, "seconds": time.perf_counter() - started}, info)
+        "by_frames": by_frames, "seconds": time.perf_counter() - started}, info, args.smoke)
     print(f"results: {path}")
 
 

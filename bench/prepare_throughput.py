@@ -6,11 +6,15 @@ Run: ``python -m bench.prepare_throughput [--files 8 --secs 20 --f0 swift --repe
    in-process runner (FnApiRunner, in_memory, 1 worker), in rotating order so load drift hits all
    alike. A third row runs ours with the Example encoder this benchmark proposes (FAST_ENCODE_NOTE).
    Each also runs on the first half of the files: the difference gives steady-state throughput.
-2. scaling: ours with multi_processing at 1..N workers, multi_threading x2 and in_memory. Worker start-up (every worker
-   imports Beam, TensorFlow and ddsp) dwarfs a small corpus, so the per-chunk progress lines the
+2. scaling: ours with multi_processing at 1..N workers and in_memory (the modes params accept; multi_threading
+   is refused since it lost examples here). Worker start-up (every worker imports Beam, TensorFlow and ddsp)
+   dwarfs a small corpus, so the per-chunk progress lines the
    pipeline prints are timestamped: the chunk phase (first chunk done -> last chunk done) gives the
    throughput once workers are up.
 3. the import cost a worker pays before its first chunk, measured in a fresh interpreter.
+
+Each section prints its figures as it finishes. ``--smoke``: the smallest setting (4 x 5 s, one round,
+one worker).
 
 ddsp is patched in this process only (its Beam workers would not see the patch), so the ddsp
 comparison is in-process. PATCH_NOTE says what the patch changes.
@@ -36,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine, median, render_bench_corpus, table, timed, write_results
+from bench.common import machine, median, parse_args, render_bench_corpus, table, timed, write_results
 from pipeline.audio.features import estimate_f0
 from pipeline.compat import import_ddsp
 from pipeline.config import BeamParams, F0Params, PrepareParams
@@ -99,7 +103,7 @@ def check_wire_encoder() -> None:
 
 @contextlib.contextmanager
 def fast_encode():
-    # pipeline.prepare.beam imported the name, so that is the binding to replace
+    # pipeline.prepare imported the name, so that is the binding to replace
     saved = ours_prepare.encode_example
     ours_prepare.encode_example = encode_example_wire
     try:
@@ -390,7 +394,7 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--profile", action="store_true", help="also cProfile one in-process run of each")
-    args = parser.parse_args(argv)
+    args = parse_args(parser, {"files": 4, "secs": 5.0, "repeats": 1, "workers": [1]}, argv)
     if args.files < 4:
         parser.error("--files must be at least 4 (the half-size corpus needs 2 files for a train/eval split)")
 
@@ -403,9 +407,9 @@ def main(argv=None) -> None:
         bench = Bench(work, {"full": work / "corpus", "half": subset(work, "half", wavs[: args.files // 2]),
                              "warm": subset(work, "warm", wavs[:2])}, log)
         print(f"corpus: {args.files} x {args.secs:g} s piano at 16 kHz, f0 = {args.f0}; Beam logs -> {log}")
-        print("worker import cost (fresh interpreter):")
+        print_header(args, info)
         results["import_secs"] = import_costs()
-        print("  " + ", ".join(f"{k} {v:.1f} s" for k, v in results["import_secs"].items()))
+        print_imports(results["import_secs"])
         print("warm-up (one-time costs in this process: TF and ddsp imports, ONNX session, numba compile):")
         check_wire_encoder()
         bench.run("ours", "warm", run_ours, prepare_params(args.f0))
@@ -420,67 +424,75 @@ def main(argv=None) -> None:
             summaries = {label: summarise(runs, label) for label, _, _ in configs}
             ratios = {label: paired_ratio(runs, label, "ddsp") for label in summaries}
             results["compare"] = {"runs": runs, "summary": summaries, "wall_ratio_vs_ddsp": ratios}
+            print_compare(results["compare"])
 
         if not args.skip_scaling:
             print("\nscaling, ours:")
             configs = [(f"multi_processing x{w}", run_ours, prepare_params(args.f0, "multi_processing", w))
                        for w in args.workers]
-            configs += [("multi_threading x2", run_ours, prepare_params(args.f0, "multi_threading", 2)),
-                        ("in_memory x1", run_ours, prepare_params(args.f0))]
+            configs += [("in_memory x1", run_ours, prepare_params(args.f0))]
             runs = rounds(bench, configs, args.repeats, ("full",))
             baseline = configs[0][0]
             summaries = {label: summarise(runs, label) for label, _, _ in configs}
             ratios = {label: paired_ratio(runs, label, baseline) for label in summaries}
             results["scaling"] = {"runs": runs, "summary": summaries, "baseline": baseline, "wall_ratios": ratios}
+            print_scaling(results["scaling"])
 
         if args.profile:
             print("\nprofiling ...", flush=True)
             results["profile"] = run_profiles(bench, args.f0)
+            print_profiles(results["profile"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    report(results, args, info)
-    print(f"\nresults -> {write_results(f'prepare_throughput_{args.f0}_{args.files}files', results, info)}")
+    path = write_results(f"prepare_throughput_{args.f0}_{args.files}files", results, info, args.smoke)
+    print(f"\nresults -> {path}")
 
 
-def report(results: dict, args, info: dict) -> None:
+# ---------------------------------------------------------------- the figures, each section's as it finishes
+
+def print_header(args, info: dict) -> None:
     print(f"\n=== prepare throughput: {args.files} x {args.secs:g} s, f0 {args.f0}, median of {args.repeats} rounds "
           f"(load average at start {info['load_average_start']}: another job may share the CPUs, so read the "
           f"ratios, not the seconds) ===")
-    imports = results["import_secs"]
+
+
+def print_imports(imports: dict) -> None:
     print("\nimport cost of a fresh worker process, s: " + ", ".join(f"{k} {v:.1f}" for k, v in imports.items())
-          + f" (total {sum(imports.values()):.1f})")
-    if "compare" in results:
-        s, ratios = results["compare"]["summary"], results["compare"]["wall_ratio_vs_ddsp"]
-        ddsp_steady = s["ddsp"].get("steady_ex_per_s")
-        rows = [[label, v["examples"], v["wall_secs"], v["wall_ex_per_s"], ratios[label],
-                 v.get("steady_ex_per_s", "n/a"), ratio_or_na(v.get("steady_ex_per_s"), ddsp_steady),
-                 v.get("fixed_secs", "n/a")] for label, v in s.items()]
-        print("\nours vs ddsp prepare_tfrecord, same runner (in_memory, 1 worker); ratios against ddsp:")
-        print(table(["pipeline", "examples", "wall s", "wall ex/s", "wall ratio", "steady ex/s", "steady ratio",
-                     "fixed s"], rows))
-        print("wall ratio: median over rounds of the paired ratio. steady = (full - half examples) / (full - half "
-              "seconds), no set-up cost; fixed s = wall minus examples at the steady rate (noisy when small).")
-        print(PATCH_NOTE)
-        print(FAST_ENCODE_NOTE)
-    if "scaling" in results:
-        sc = results["scaling"]
-        base = sc["summary"][sc["baseline"]]
-        rows = [[label, v["examples"], v["wall_secs"], v["wall_ex_per_s"], sc["wall_ratios"][label],
-                 v.get("first_chunk_secs", "n/a"), v.get("chunk_phase_ex_per_s", "n/a"),
-                 ratio_or_na(v.get("chunk_phase_ex_per_s"), base.get("chunk_phase_ex_per_s")), v["lost"]]
-                for label, v in sc["summary"].items()]
-        print(f"\nours, scaling; ratios against {sc['baseline']}:")
-        print(table(["pipeline", "examples", "wall s", "wall ex/s", "wall ratio", "first chunk s",
-                     "chunk-phase ex/s", "chunk-phase ratio", "lost"], rows))
-        print("first chunk s: from start until the first chunk's examples were done (set-up, worker start-up, one "
-              "chunk). chunk-phase ex/s: examples after that first chunk / time to the last chunk. lost: examples "
-              "the pipeline counted as emitted but missing from the TFRecords, summed over the runs.")
-        for label, v in sc["summary"].items():
-            if v["lost"]:
-                print(f"WARNING: {label} lost {v['lost']} examples between the Analyse step and the TFRecords.")
-    if "profile" in results:
-        print_profiles(results["profile"])
+          + f" (total {sum(imports.values()):.1f})", flush=True)
+
+
+def print_compare(compare: dict) -> None:
+    s, ratios = compare["summary"], compare["wall_ratio_vs_ddsp"]
+    ddsp_steady = s["ddsp"].get("steady_ex_per_s")
+    rows = [[label, v["examples"], v["wall_secs"], v["wall_ex_per_s"], ratios[label],
+             v.get("steady_ex_per_s", "n/a"), ratio_or_na(v.get("steady_ex_per_s"), ddsp_steady),
+             v.get("fixed_secs", "n/a")] for label, v in s.items()]
+    print("\nours vs ddsp prepare_tfrecord, same runner (in_memory, 1 worker); ratios against ddsp:")
+    print(table(["pipeline", "examples", "wall s", "wall ex/s", "wall ratio", "steady ex/s", "steady ratio",
+                 "fixed s"], rows))
+    print("wall ratio: median over rounds of the paired ratio. steady = (full - half examples) / (full - half "
+          "seconds), no set-up cost; fixed s = wall minus examples at the steady rate (noisy when small).")
+    print(PATCH_NOTE)
+    print(FAST_ENCODE_NOTE, flush=True)
+
+
+def print_scaling(sc: dict) -> None:
+    base = sc["summary"][sc["baseline"]]
+    rows = [[label, v["examples"], v["wall_secs"], v["wall_ex_per_s"], sc["wall_ratios"][label],
+             v.get("first_chunk_secs", "n/a"), v.get("chunk_phase_ex_per_s", "n/a"),
+             ratio_or_na(v.get("chunk_phase_ex_per_s"), base.get("chunk_phase_ex_per_s")), v["lost"]]
+            for label, v in sc["summary"].items()]
+    print(f"\nours, scaling; ratios against {sc['baseline']}:")
+    print(table(["pipeline", "examples", "wall s", "wall ex/s", "wall ratio", "first chunk s",
+                 "chunk-phase ex/s", "chunk-phase ratio", "lost"], rows))
+    print("first chunk s: from start until the first chunk's examples were done (set-up, worker start-up, one "
+          "chunk). chunk-phase ex/s: examples after that first chunk / time to the last chunk. lost: examples "
+          "the pipeline counted as emitted but missing from the TFRecords, summed over the runs.")
+    for label, v in sc["summary"].items():
+        if v["lost"]:
+            print(f"WARNING: {label} lost {v['lost']} examples between the Analyse step and the TFRecords.")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

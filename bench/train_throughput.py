@@ -16,7 +16,9 @@ steps: load that drifts over minutes hits all alike, and the ratios hold. CPU se
 reported too. Peak memory (``ru_maxrss``) comes from a separate short process per loop, since a
 process's peak cannot be split between loops.
 
-    python -m bench.train_throughput [--preset cpu] [--batch-size 8] [--rounds 4] [--block 8]
+    python -m bench.train_throughput [--preset cpu] [--batch-size 8] [--rounds 4] [--block 8] [--smoke]
+
+The peak memory table prints once measured, the loops' table after the timed rounds.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine, run_measurement, table, write_results
+from bench.common import machine, parse_args, run_measurement, table, write_results
 
 LOOPS = ("stock", "stock_our_model", "ours")
 N_EXAMPLES = 48
@@ -126,11 +128,11 @@ def peak_memory(name: str, args, data_dir: Path) -> float:
                            "--preset", args.preset, "--batch-size", str(args.batch_size), what=name)["peak_rss_mb"]
 
 
-def synthetic_data(folder: Path) -> Path:
+def synthetic_data(folder: Path, n_train: int = N_EXAMPLES) -> Path:
     from pipeline.dataset.tfrecord import DatasetSpec
     from tests.synthetic import write_synthetic_dataset
 
-    return write_synthetic_dataset(folder, DatasetSpec(16000, 250, 4.0, "swift"), n_train=N_EXAMPLES, n_eval=4)
+    return write_synthetic_dataset(folder, DatasetSpec(16000, 250, 4.0, "swift"), n_train=n_train, n_eval=4)
 
 
 def main() -> None:
@@ -140,8 +142,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternations of stock and our blocks")
     parser.add_argument("--block", type=int, default=8, help="steps per block")
     parser.add_argument("--data", type=Path, help="prepared data folder (default: synthetic 4 s tones)")
+    parser.add_argument("--examples", type=int, default=N_EXAMPLES, help="synthetic train examples (without --data)")
+    parser.add_argument("--memory-loops", nargs="*", choices=LOOPS, default=list(LOOPS),
+                        help="loops whose peak memory is measured (one fresh process each)")
     parser.add_argument("--memory-of", choices=LOOPS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    # smoke: one memory process (each compiles the training step afresh, the slowest part on a busy machine)
+    args = parse_args(parser, {"batch_size": 2, "rounds": 1, "block": 1, "examples": 4, "memory_loops": ["ours"]})
     if args.memory_of:
         make_loop(args.memory_of, args.preset, args.batch_size, args.data).run(WARMUP_STEPS + 2)
         print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -149,11 +155,12 @@ def main() -> None:
 
     info = machine()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
-        data_dir = args.data or synthetic_data(Path(scratch) / "prepared")
-        memory = {name: peak_memory(name, args, data_dir) for name in LOOPS}
+        data_dir = args.data or synthetic_data(Path(scratch) / "prepared", args.examples)
+        memory = {name: peak_memory(name, args, data_dir) for name in args.memory_loops}
+        print(table(["loop", "peak_rss_mb"], [[name, mb] for name, mb in memory.items()]), flush=True)
         results = interleaved(args, data_dir)
     for name in LOOPS:
-        results[name]["peak_rss_mb"] = memory[name]
+        results[name]["peak_rss_mb"] = memory.get(name, "n/a")
     speedups = {}
     for baseline in ("stock", "stock_our_model"):
         speedups[baseline] = {
@@ -166,7 +173,7 @@ def main() -> None:
     path = write_results(f"train_throughput_{args.preset}_b{args.batch_size}",
                          {"settings": {k: v for k, v in vars(args).items() if k not in ("memory_of", "data")},
                           "loops": results, "speedup_wall": speedups["stock"]["wall"],
-                          "speedup_cpu": speedups["stock"]["cpu"], "speedups": speedups}, info)
+                          "speedup_cpu": speedups["stock"]["cpu"], "speedups": speedups}, info, args.smoke)
     print(f"results: {path}")
 
 

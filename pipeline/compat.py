@@ -10,20 +10,27 @@ Why this module exists:
   package cannot be installed offline (its setup.py downloads weights). We register a stand-in
   module that raises a clear error if anything calls it; the project never uses CREPE (f0 comes
   from the offline estimators in :mod:`pipeline.audio.features`).
+- Importing :mod:`pipeline` (without TensorFlow) registers that stand-in, so a user's own script can
+  ``import pipeline`` and then ``import ddsp`` / ``from ddsp.training import data`` directly.
+- TensorFlow's known-benign C++ start-up lines are filtered out of fd 2 (:mod:`pipeline.quiet`).
 - ddsp is installed with ``--no-deps`` (its pins cannot resolve on Python 3.11); the lock file
   installs exactly the modules its code paths import.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import types
 import warnings
 
+from pipeline import quiet
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # note_seq (imported by ddsp.training) imports pydub, which warns about ffmpeg; nothing here uses it
 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+quiet.filter_stderr()  # before anything can import TensorFlow
 
 
 class CrepeUnavailableError(RuntimeError):
@@ -56,15 +63,27 @@ def check_legacy_keras() -> None:
         raise RuntimeError("TF_USE_LEGACY_KERAS must be '1' before TensorFlow is imported (see pipeline.compat).")
 
 
+def register_crepe_stand_in() -> None:
+    """Put the stand-in in ``sys.modules`` unless a real ``crepe`` is installed (found, not imported:
+    importing the real one would load TensorFlow)."""
+    if "crepe" in sys.modules:
+        return
+    try:
+        real = importlib.util.find_spec("crepe") is not None
+    except (ImportError, ValueError):
+        real = False
+    if not real:
+        stand_in = _crepe_stand_in()
+        sys.modules["crepe"], sys.modules["crepe.core"] = stand_in, stand_in.core
+
+
+register_crepe_stand_in()
+
+
 def import_ddsp():
     """Import and return ``ddsp`` (with ``ddsp.training``) on this stack."""
     check_legacy_keras()
-    if "crepe" not in sys.modules:
-        try:
-            import crepe  # noqa: F401  # a real install, if someone has one, wins
-        except Exception:
-            stand_in = _crepe_stand_in()
-            sys.modules["crepe"], sys.modules["crepe.core"] = stand_in, stand_in.core
+    register_crepe_stand_in()
     import ddsp
     import ddsp.training  # noqa: F401
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from pipeline.model.presets import TRAIN_PRESETS
+from pipeline.publish import write_text_atomic
 from pipeline.vocab import CONDITIONINGS, HELDOUT_METRICS, METHODS
 
 PARAMS_FILE = "params.yaml"
@@ -99,6 +100,12 @@ class PrepareParams(_Section):
     eval_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
     loudness_n_fft: Annotated[int, Field(ge=64)] = 512
     silence_db: Annotated[float, Field(le=0.0)] = -60.0
+    # shorter files are rejected too_short; longer ones give at least one window, zero-padded once
+    min_secs: PositiveFloat = 0.5
+    # a file whose share of voiced frames is below this is rejected unpitched (DC, noise, clicks)
+    min_voiced_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    # a file with at least this share of samples at full scale is used with a "clipped" warning
+    clipped_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.001
     num_shards: Annotated[int, Field(ge=1, le=1024)] = 4
     n_plot_examples: Annotated[int, Field(ge=0, le=32)] = 3
     f0: F0Params = F0Params()
@@ -326,6 +333,10 @@ class TrackingParams(_Section):
     # fail: the stage exits with a TrackingError (its DVC outputs are complete); warn: it prints and goes on
     on_error: Literal["fail", "warn"] = "fail"
     registered_model: Annotated[str, Field(min_length=1)] = "generative-ddsp-autoencoder"
+    # retries of one request to a tracking server before it counts as unreachable (MLflow's own default,
+    # 7 with doubling backoff, keeps a stage waiting minutes for a server that is down)
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    timeout_secs: Annotated[int, Field(ge=1)] = 30  # per request to a tracking server
 
 
 class FlowsParams(_Section):
@@ -335,6 +346,16 @@ class FlowsParams(_Section):
     retry_delay_secs: Annotated[float, Field(ge=0)] = 30.0
     # the retrain flow promotes a model only when it beats the current one on this held-out metric
     promote_metric: Literal[HELDOUT_METRICS] = "spectral_distance"
+
+
+class ExportParams(_Section):
+    """The real-time export (`gddsp export` / `gddsp stream`)."""
+
+    out_dir: str = "export"
+    # one streaming call's length: the whole number of decoder frames nearest this
+    block_ms: Annotated[float, Field(gt=0, le=1000)] = 20.0
+    # extra TFLite files with quantised weights, each with its audio error against float32 measured
+    quantize: list[Literal["float16", "int8"]] = []
 
 
 class Params(_Section):
@@ -351,6 +372,7 @@ class Params(_Section):
     report: ReportParams = ReportParams()
     tracking: TrackingParams = TrackingParams()
     flows: FlowsParams = FlowsParams()
+    export: ExportParams = ExportParams()
 
     @model_validator(mode="after")
     def _model_fits_examples(self) -> "Params":
@@ -425,9 +447,7 @@ def apply_overrides(params_path: str | Path, overrides: dict[str, object]) -> Pa
     buffer = io.StringIO()
     editor.dump(document, buffer)
     params = parse_params(yaml.safe_load(buffer.getvalue()), f"{path} with overrides {overrides}")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(buffer.getvalue())
-    partial.replace(path)
+    write_text_atomic(path, buffer.getvalue())
     return params
 
 

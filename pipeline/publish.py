@@ -36,6 +36,21 @@ def staged_dir(final: str | Path) -> Iterator[Path]:
     os.replace(staging, final)
 
 
+@contextlib.contextmanager
+def staged_file(final: str | Path) -> Iterator[Path]:
+    """Yield ``<final>.partial`` to write; on success it replaces ``final`` in one rename, on error it goes."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(final.name + ".partial")
+    staging.unlink(missing_ok=True)
+    try:
+        yield staging
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    os.replace(staging, final)
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """``path`` holds ``text`` whole, or keeps what it held before: written beside it, then renamed."""
     path = Path(path)

@@ -20,7 +20,7 @@ def main() -> None:
     # deferred: TensorFlow loads only once params are valid
     from pipeline.generation.anchors import render_anchors
     from pipeline.generation.render import summarise_clips
-    from pipeline.model.decode import load_synthesizer
+    from pipeline.generation.synthesizer import load_synthesizer
 
     out_dir = paths.anchors_dir
     with staged_dir(out_dir) as staging:

@@ -1,6 +1,6 @@
 """DVC stage ``choose_k``: the recommended K from a held-out log-likelihood sweep, never silently the largest tried.
 
-Run as ``python -m stages.choose_k``. Code: :func:`pipeline.prior.selection.sweep_k` (on the z table:
+Run as ``python -m stages.choose_k``. Code: :mod:`pipeline.prior.selection` (``sweep_k``, on the z table:
 :mod:`pipeline.latent`). DVC's matrix is static, so fit_gmm@K and sample@K render the Ks listed in
 ``gmm.n_components``; this stage says which K the data support (``recommended_k``), whether it sits at
 the edge of the sweep (``recommended_k_at_grid_edge``); evaluate says whether it is one of the listed Ks.

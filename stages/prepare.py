@@ -10,7 +10,7 @@ import sys
 
 from pipeline.config import load_params, project_root
 from pipeline.paths import PREPARE_REPORT, Paths
-from pipeline.prepare.beam import PrepareFailed, run_prepare
+from pipeline.prepare.beam import PrepareFailed, describe, run_prepare
 from pipeline.prepare.figures import plot_examples
 from pipeline.publish import write_json_atomic
 from pipeline.tracking.runs import stage_run
@@ -28,8 +28,8 @@ def main() -> None:
     write_json_atomic(paths.prepare_metrics, stats)
     plots = plot_examples(paths.prepared_dir, paths.prepare_plots, cfg.n_plot_examples, cfg.sample_rate,
                           cfg.frame_rate)
-    for rejected in report["rejected"]:
-        print(f"prepare: rejected {rejected['source']}: {rejected['reason']} ({rejected['detail']})", file=sys.stderr)
+    for decision in report["decisions"]:  # every file found, used or rejected, with its reason
+        print(describe(decision), file=sys.stderr)
     print(f"prepare: {stats['examples_train']} train / {stats['examples_eval']} eval examples from "
           f"{stats['files_used']} files ({stats['files_rejected']} rejected) -> {paths.prepared_dir}")
     with stage_run("prepare", paths.root, params.tracking) as run:

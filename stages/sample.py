@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"sample: K={args.k} is not in gmm.n_components {params.gmm.n_components}")
     # deferred: TensorFlow loads only once params are valid
     from pipeline.generation.render import sample_mixture, summarise_clips
-    from pipeline.model.decode import load_synthesizer
+    from pipeline.generation.synthesizer import load_synthesizer
 
     out_dir = paths.samples_dir(args.k)
     with staged_dir(out_dir) as staging:

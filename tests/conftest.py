@@ -45,11 +45,35 @@ def audio_writer():
 
 # --- real services for the orchestration tests (tests/services.py); started only when a test asks --
 
-@pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory):
-    from services import mlflow_server
+def require_system_package(found, what: str, install: str) -> None:
+    """A missing system package skips the test on a developer's machine and fails it under CI (.ci/run
+    installs it)."""
+    if found:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing: .ci/run installs it ({install})")
+    pytest.skip(f"{what} is not installed ({install})")
 
-    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+
+@pytest.fixture(scope="session")
+def postgres_uri():
+    """SQLAlchemy URI of a database on a PostgreSQL server of the test session's own (Debian's packages)."""
+    from services import postgres_bin, postgres_server
+
+    bin_dir = postgres_bin()
+    require_system_package(bin_dir, "PostgreSQL (initdb, postgres)", "apt-get install postgresql")
+    with postgres_server(bin_dir) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(request, tmp_path_factory):
+    """An ``mlflow server`` as teams run it: PostgreSQL backend store, proxied artifacts. Where PostgreSQL is
+    not installed (outside CI), a SQLite backend instead, so the other orchestration tests still run."""
+    from services import mlflow_server, postgres_bin
+
+    backend = request.getfixturevalue("postgres_uri") if postgres_bin() or os.environ.get("CI") else None
+    with mlflow_server(tmp_path_factory.mktemp("mlflow"), backend) as uri:
         yield uri
 
 

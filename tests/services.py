@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -84,11 +85,13 @@ def server(cmd: list[str], health_url: str, env: dict[str, str], log: Path) -> I
 
 
 @contextmanager
-def mlflow_server(folder: Path) -> Iterator[str]:
-    """``mlflow server`` with a SQLite backend and served artifacts; yields its tracking URI."""
+def mlflow_server(folder: Path, backend_uri: str | None = None) -> Iterator[str]:
+    """``mlflow server`` on ``backend_uri`` (default: SQLite in ``folder``) with proxied artifacts
+    (``--artifacts-destination``: clients up- and download through the server); yields its tracking URI."""
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+    backend_uri = backend_uri or f"sqlite:///{folder / 'mlflow.db'}"
+    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri,
            "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
     with server(cmd, f"http://127.0.0.1:{port}/health", env, folder / "mlflow-server.log"):
@@ -111,14 +114,22 @@ def prefect_server(home: Path) -> Iterator[str]:
     port = free_port()
     cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui",
            "--analytics-off"]
-    env = {**os.environ, **prefect_env(home)}
+    # the scheduler looks for due schedules every few seconds (default 60), so a schedule set a minute
+    # ahead gets its run in time (tests/test_worker.py)
+    env = {**os.environ, **prefect_env(home), "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
     with server(cmd, f"http://127.0.0.1:{port}/api/health", env, home.parent / "prefect-server.log"):
         yield f"http://127.0.0.1:{port}/api"
 
 
 def make_tiny_project(root: Path, **sections) -> Path:
-    """A git + DVC project with this repo's dvc.yaml and code and the tiny params (plus ``sections``)."""
+    """A git + DVC project with this repo's dvc.yaml and code and the tiny params (plus ``sections``).
+
+    Its ``.venv`` links to the venv running the tests, as a checkout's own .venv: dvc.yaml's stage
+    commands run ``.venv/bin/python``, whatever is on PATH.
+    """
     root.mkdir(parents=True, exist_ok=True)
+    (root / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    (root / ".gitignore").write_text(".venv\n")
     for name in ("dvc.yaml", "requirements.lock", ".dvcignore"):
         shutil.copy(REPO_ROOT / name, root / name)
     for folder in ("pipeline", "stages"):
@@ -137,13 +148,107 @@ def dvc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
+def foreign_python_dir() -> Path:
+    """A folder whose ``python`` is not this venv's (the system interpreter, without the project's
+    packages): first on PATH, it stands for a shell where the venv is not activated."""
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"gddsp-foreign-python-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    shim = folder / "python"
+    if not shim.exists():
+        system = shutil.which("python3", path=os.defpath) or "/usr/bin/python3"
+        shim.write_text(f"#!/bin/sh\nexec {system} -I \"$@\"\n")
+        shim.chmod(0o755)
+    return folder
+
+
 def stage_env(**extra: str) -> dict[str, str]:
-    """The environment `make run` gives `dvc repro`: this venv's python first on PATH; ``extra`` wins
-    over this process's environment (where earlier tests may have left an MLFLOW_TRACKING_URI)."""
-    return {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]), **extra}
+    """A shell where the venv is NOT activated: its bin folder is off PATH and ``python`` is another
+    interpreter, so commands work only if they name the venv themselves (as the README's and
+    dvc.yaml's do). ``extra`` wins over this process's environment (where earlier tests may have left
+    an MLFLOW_TRACKING_URI)."""
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != BIN.resolve()]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
+    return {**env, "PATH": os.pathsep.join([str(foreign_python_dir()), *path]), **extra}
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 1800) -> str:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{cmd} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout
+
+
+# --- PostgreSQL (Debian's packages; .ci/run installs them) ----------------------------------------
+
+PG_USER = "nobody"  # initdb and postgres refuse to run as root: as root, the tests run them as this account
+
+
+def postgres_bin() -> Path | None:
+    """The folder of Debian's ``initdb`` and ``postgres`` (the newest major version installed), or None."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+def _as_server_user() -> dict:
+    """Popen arguments that drop root to PG_USER (nothing when the tests are not root)."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    account = pwd.getpwnam(PG_USER)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+
+def wait_postgres(dsn: str, process: subprocess.Popen, log: Path) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + STARTUP_SECS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"postgres exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with psycopg.connect(dsn, connect_timeout=5):
+                return
+        except psycopg.OperationalError:
+            time.sleep(0.3)
+    raise TimeoutError(f"postgres not accepting connections after {STARTUP_SECS} s:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def postgres_server(bin_dir: Path) -> Iterator[str]:
+    """A PostgreSQL server of its own on 127.0.0.1 (no Unix socket), data in a temporary folder that the
+    server's account owns; yields the SQLAlchemy URI of its database ``mlflow``. Stopped (fast shutdown)
+    and removed at the end."""
+    import psycopg
+
+    # not under pytest's tmp_path: as root that folder is closed to the unprivileged server account
+    root = Path(tempfile.mkdtemp(prefix="gddsp-postgres-"))
+    drop = _as_server_user()
+    if drop:
+        os.chown(root, drop["user"], drop["group"])
+    data, log = root / "data", root / "postgres.log"
+    try:
+        subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8",
+                        "--no-sync"], check=True, capture_output=True, timeout=STARTUP_SECS, cwd=root, **drop)
+        port = free_port()
+        with log.open("w") as out:
+            if drop:
+                os.chown(log, drop["user"], drop["group"])
+            process = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
+                                        "-k", "", "-c", "fsync=off"], stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True, cwd=root, **drop)
+        try:
+            admin = f"postgresql://mlflow@127.0.0.1:{port}/postgres"
+            wait_postgres(admin, process, log)
+            with psycopg.connect(admin, autocommit=True) as connection:
+                connection.execute("CREATE DATABASE mlflow")
+            yield f"postgresql+psycopg://mlflow@127.0.0.1:{port}/mlflow"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGINT)  # fast shutdown: SIGTERM would wait for clients
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import CorpusParams
+from pipeline.corpus import render as corpus
 from pipeline.corpus.render import (
     Note,
     file_frames,
@@ -22,7 +23,6 @@ from pipeline.corpus.render import (
     render_notes,
     resolve_soundfont,
 )
-from pipeline.corpus.render import render as corpus
 
 TINY = CorpusParams(n_files=2, file_secs=3.0)
 

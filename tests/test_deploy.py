@@ -4,11 +4,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from typing import Any
 
 import pytest
 from services import REPO_ROOT, prefect_env, run
 
-pytestmark = pytest.mark.slow
+K8S_TEMPLATE = REPO_ROOT / "deploy/k8s-gpu-job-template.json"
 
 
 async def read_back(api_url: str):
@@ -23,6 +24,47 @@ async def read_back(api_url: str):
             return deployments, pools, flows
 
 
+def render_k8s_job(api_url: str, base_job_template: dict, job_variables: dict) -> dict:
+    """The Job manifest a Kubernetes worker would submit: Prefect's own templating of the pool's base job
+    template with a deployment's job variables (variable defaults first), as every Prefect worker builds
+    its job configuration (``BaseJobConfiguration.from_template_and_values``, which asks the server at
+    ``api_url`` to resolve block and variable references); no cluster needed."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.workers.base import BaseJobConfiguration
+
+    class KubernetesJob(BaseJobConfiguration):  # the fields prefect-kubernetes' job configuration adds
+        job_manifest: dict[str, Any]
+        namespace: str
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        config = asyncio.run(KubernetesJob.from_template_and_values(base_job_template, job_variables))
+    return config.job_manifest
+
+
+def gpu_container(manifest: dict) -> dict:
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.mark.slow
+def test_k8s_job_template_renders_a_gpu_request_and_limit_from_its_variable(prefect_api):
+    api_url = prefect_api[1]
+    template = json.loads(K8S_TEMPLATE.read_text())
+    manifest = render_k8s_job(api_url, template, {"image": "registry.example/generative-ddsp:1", "gpu_count": 2,
+                                                  "env": {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}})
+    container = gpu_container(manifest)
+    assert manifest["kind"] == "Job" and container["image"] == "registry.example/generative-ddsp:1"
+    # an extended resource: Kubernetes schedules on requests, which must equal the limit
+    resources = container["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == 2
+    assert "cpu" not in resources["requests"], "unset variables leave no empty field"
+    assert container["env"] == {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}
+    # without a value the variable's default, one GPU
+    defaults = gpu_container(render_k8s_job(api_url, template, {"image": "x"}))["resources"]
+    assert defaults["limits"]["nvidia.com/gpu"] == defaults["requests"]["nvidia.com/gpu"] == 1
+
+
+@pytest.mark.slow
 def test_make_deploy_creates_the_gpu_pool_and_the_nightly_and_local_deployments(prefect_api):
     home, api_url = prefect_api
     env = {**os.environ, **prefect_env(home, api_url), "GDDSP_IMAGE": "registry.example/generative-ddsp:test",
@@ -46,9 +88,16 @@ def test_make_deploy_creates_the_gpu_pool_and_the_nightly_and_local_deployments(
         "containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
     assert gpu.base_job_template["variables"]["properties"]["gpu_count"]["default"] == 1
+    # what the cluster would be asked for: the server's pool template with the deployment's variables
+    rendered = gpu_container(render_k8s_job(api_url, gpu.base_job_template, nightly.job_variables))
+    assert rendered["resources"]["limits"]["nvidia.com/gpu"] == rendered["resources"]["requests"]["nvidia.com/gpu"] \
+        == 1
+    assert rendered["image"] == "registry.example/generative-ddsp:test"
 
     local = deployments["build-local"]
     assert flows["build-local"] == "build" and local.work_pool_name == "local-cpu"
     assert pools["local-cpu"].type == "process"
     assert not local.schedules
     assert json.loads(json.dumps(local.parameters)) == {"project_dir": "."}
+    # the worker runs the flow in the checkout `make deploy` ran in (GDDSP_PROJECT_DIR unset)
+    assert local.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}]

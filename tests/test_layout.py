@@ -17,8 +17,8 @@ from tests.conftest import REPO_ROOT
 
 # Shared infrastructure that never shapes a stage's output: not a DVC dep of any stage, and not
 # walked into (pipeline.config reaches pipeline.model.presets, which only train's output depends on).
-INFRASTRUCTURE = ("pipeline/__init__.py", "pipeline/compat.py", "pipeline/config.py", "pipeline/vocab.py",
-                  "pipeline/paths.py", "pipeline/publish.py", "pipeline/tracking")
+INFRASTRUCTURE = ("pipeline/__init__.py", "pipeline/compat.py", "pipeline/quiet.py", "pipeline/config.py",
+                  "pipeline/vocab.py", "pipeline/paths.py", "pipeline/publish.py", "pipeline/tracking")
 PACKAGES = ("pipeline", "stages")
 
 
@@ -179,3 +179,51 @@ def test_dvc_outs_are_the_paths_module(dvc_yaml):
     with Repo(str(REPO_ROOT)) as repo:
         declared = {Path(out.fs_path).resolve() for stage in repo.index.stages for out in stage.outs}
     assert declared == expected
+
+
+def test_each_stage_file_names_its_library_code(dvc_yaml):
+    """From dvc.yaml's cmd to the code in one step: every stage file's docstring says where its code is."""
+    for name, module in stage_modules(dvc_yaml).items():
+        doc = ast.get_docstring(ast.parse((REPO_ROOT / (module.replace(".", "/") + ".py")).read_text())) or ""
+        assert f"DVC stage ``{name.split('@')[0]}" in doc, f"{module}'s docstring does not name its stage"
+        for target in re.findall(r":mod:`([\w.]+)`", doc.split("Code:", 1)[-1]):
+            assert module_file(target, REPO_ROOT), f"{module} points at {target}, which does not exist"
+        assert "Code: :mod:`pipeline." in doc, f"{module}'s docstring does not say where its code is"
+
+
+def test_readme_architecture_and_gddsp_help_agree():
+    from pipeline.cli import build_parser
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    architecture = (REPO_ROOT / "ARCHITECTURE.md").read_text()
+    subcommands = next(action for action in build_parser()._actions if action.dest == "command").choices
+    for command in subcommands:
+        assert f"gddsp {command}" in readme, f"README does not show `gddsp {command}`"
+        assert f"gddsp {command}" in architecture, f"ARCHITECTURE.md does not mention `gddsp {command}`"
+    for stale in ("stages.generate", "ddsp-generate", "DESIGN.md"):
+        assert stale not in readme and stale not in architecture
+    for folder in sorted(p.name for p in (REPO_ROOT / "pipeline").iterdir() if (p / "__init__.py").is_file()):
+        assert f"pipeline/{folder}/" in architecture, f"ARCHITECTURE.md does not describe pipeline/{folder}/"
+
+
+def test_code_cites_only_files_that_exist():
+    cited = re.compile(r"\b((?:bench|tests|pipeline|stages|deploy)/[\w/]+\.(?:py|md|json|yaml)|[A-Z]+\.md)\b")
+    for path in [*REPO_ROOT.glob("pipeline/**/*.py"), *REPO_ROOT.glob("stages/*.py")]:
+        for name in cited.findall(path.read_text()):
+            assert (REPO_ROOT / name).exists(), f"{path.relative_to(REPO_ROOT)} cites {name}, which does not exist"
+
+
+def test_docstring_references_name_code_that_exists():
+    """Sphinx-style references to pipeline modules (func, mod, class) name a module that exists and a name in it."""
+    role = re.compile(r":(?:mod|func|class|meth|data|attr):`~?(pipeline\.[\w.]+)`")
+    for path in [*REPO_ROOT.glob("pipeline/**/*.py"), *REPO_ROOT.glob("stages/*.py"), *REPO_ROOT.glob("tests/*.py")]:
+        for target in role.findall(path.read_text()):
+            parts = target.split(".")
+            depth = max((i for i in range(1, len(parts) + 1) if module_file(".".join(parts[:i]), REPO_ROOT)), default=0)
+            where = f"{path.relative_to(REPO_ROOT)} cites {target}"
+            assert depth >= 2, f"{where}: no such module"
+            if depth < len(parts):
+                source = module_file(".".join(parts[:depth]), REPO_ROOT).read_text()
+                name = parts[depth]
+                assert re.search(rf"^\s*(def|class)\s+{name}\b|^{name}\s*[:=]|import .*\b{name}\b", source, re.M), \
+                    f"{where}: {name} is not defined there"

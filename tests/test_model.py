@@ -1,4 +1,4 @@
-"""The autoencoder: config validation, training, resume after kill -9, save/load, decoding.
+"""The autoencoder: config validation, training, exact resume after kill -9, save/load, decoding.
 
 Tiny models on 1 s synthetic tones keep this file to a few minutes on 2 cores.
 """
@@ -8,6 +8,8 @@ import csv
 import json
 import math
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -124,59 +126,129 @@ def test_loss_falls_on_a_repeated_batch(dataset, tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-30")
 
 
-STEPS = 60
+def test_batch_order_is_a_function_of_seed_and_step(dataset):
+    """A pipeline started at step i yields exactly the batches a pipeline started at 0 yields from i on;
+    every epoch visits each example once; another seed gives another order."""
+    from pipeline.dataset.reader import train_batches
+
+    def sources(start: int, n: int, seed: int = 1) -> list[list[float]]:
+        batches = iter(train_batches(dataset, SPEC, 5, seed=seed, start_step=start))
+        return [next(batches)["audio"][:, 100].numpy().tolist() for _ in range(n)]
+
+    full = sources(0, 12)  # 12 train examples, batches of 5: batches straddle epochs
+    for start in (1, 5, 7):
+        assert sources(start, 12 - start) == full[start:], start
+    stream = [x for batch in full for x in batch]
+    for epoch in range(4):
+        assert len(set(stream[12 * epoch:12 * (epoch + 1)])) == 12  # a permutation of the 12 examples
+    assert stream[:12] != stream[12:24] and sources(0, 3, seed=2) != full[:3]
+
+
+STEPS = 80
+CHECKPOINT_EVERY = 10
+WALL_CLOCK_COLUMNS = ("steps_per_s",)  # the loss log's only column that records time, not training
+STAGE_DEADLINE_SECS = 600
 
 
 def _project(tmp_path: Path, dataset: Path, steps: int, checkpoint_every: int) -> Path:
     params = {"seed": 5, "prepare": {"out_dir": str(dataset), "example_secs": SPEC.example_secs},
               "train": {**TINY, "steps": steps, "checkpoint_every": checkpoint_every, "eval_examples": 2,
-                        "n_reconstructions": 1, "jit_compile": False}}  # XLA compiles twice: slower here
+                        "n_reconstructions": 1, "jit_compile": False},  # XLA compiles twice: slower here
+              "tracking": {"enabled": False}}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 
 
-def _run_stage(project: Path, kill_after_checkpoint: bool = False) -> str:
-    """Run ``python -m stages.train`` in ``project``; optionally kill -9 it once a checkpoint exists."""
+def _shown_step(log: Path) -> int:
+    """The last step tqdm's progress bar showed in the stage's log (0 before the first)."""
+    shown = re.findall(rf"\b(\d+)/{STEPS}\b", log.read_text(errors="replace"))
+    return int(shown[-1]) if shown else 0
+
+
+def _run_stage(project: Path, kill_at_step: int | None = None) -> str:
+    """Run ``python -m stages.train`` in ``project``; with ``kill_at_step``, kill -9 it once it shows that step."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    with open(project / "stage.log", "w") as log:
+    log_path = project / "stage.log"
+    with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
-        index = project / "models" / "checkpoints" / "checkpoint"
-        while kill_after_checkpoint and process.poll() is None and not index.exists():
-            time.sleep(0.1)
-        if kill_after_checkpoint:
-            process.send_signal(signal.SIGKILL)
-        process.wait(timeout=600)
-    output = (project / "stage.log").read_text()
-    if not kill_after_checkpoint:
+        try:
+            deadline = time.monotonic() + STAGE_DEADLINE_SECS
+            while kill_at_step and process.poll() is None and _shown_step(log_path) < kill_at_step:
+                assert time.monotonic() < deadline, f"no step {kill_at_step} in {STAGE_DEADLINE_SECS} s"
+                time.sleep(0.05)
+            if kill_at_step:
+                process.send_signal(signal.SIGKILL)
+            process.wait(timeout=STAGE_DEADLINE_SECS)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    output = log_path.read_text()
+    if kill_at_step:
+        assert process.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{output[-3000:]}"
+    else:
         assert process.returncode == 0, output[-3000:]
     return output
 
 
-def test_resume_after_kill_continues_from_the_checkpoint(dataset, tmp_path):
-    """A real kill -9 right after the first checkpoint, then a rerun of the same command."""
+def _checkpoint_state(folder: Path) -> dict[str, np.ndarray]:
+    """Every variable of the newest checkpoint: weights, Adam's moments and iterations, the step counter."""
     import tensorflow as tf
 
-    project = _project(tmp_path, dataset, steps=STEPS, checkpoint_every=10)
-    first = _run_stage(project, kill_after_checkpoint=True)
-    checkpoints = project / "models" / "checkpoints"
-    killed_at = int(tf.train.latest_checkpoint(str(checkpoints)).rsplit("-", 1)[1])
-    assert 10 <= killed_at < STEPS, first[-2000:]
-    assert not (project / "models" / "autoencoder").exists()
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(folder)))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 
-    second = _run_stage(project)
-    assert f"resuming from step {killed_at}" in second
-    metrics = json.loads((project / "metrics" / "train.json").read_text())
+
+def _loss_rows(project: Path) -> list[dict]:
+    with (project / "metrics" / "train_loss.csv").open() as handle:
+        return [{key: value for key, value in row.items() if key not in WALL_CLOCK_COLUMNS}
+                for row in csv.DictReader(handle)]
+
+
+def test_resume_after_kill_at_a_random_step_ends_bit_for_bit_where_an_uninterrupted_run_ends(dataset, tmp_path):
+    """kill -9 at a random step (not only right after a checkpoint), rerun the same command: the final
+    weights, optimiser state, loss curve and held-out metrics equal those of a run never killed."""
+    kill_at = random.SystemRandom().randrange(CHECKPOINT_EVERY + 1, STEPS - 5)
+    where = f"(killed at step {kill_at})"
+    straight = _project(tmp_path / "straight", dataset, STEPS, CHECKPOINT_EVERY)
+    _run_stage(straight)
+
+    resumed = _project(tmp_path / "resumed", dataset, STEPS, CHECKPOINT_EVERY)
+    first = _run_stage(resumed, kill_at_step=kill_at)
+    checkpoints = resumed / "models" / "checkpoints"
+    restored = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("ckpt-*.index"))
+    assert CHECKPOINT_EVERY <= restored < STEPS, first[-2000:]
+    assert not (resumed / "models" / "autoencoder").exists()
+    second = _run_stage(resumed)
+    assert f"resuming from step {restored}" in second, where
+
+    a, b = _checkpoint_state(straight / "models" / "checkpoints"), _checkpoint_state(checkpoints)
+    assert sorted(a) == sorted(b)
+    # Adam's moments and iteration count are compared too, not only the weights
+    assert "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE" in a
+    n_weights = sum(name.startswith("model/") for name in a)
+    assert sum(name.startswith("optimizer/_variables/") for name in a) >= 2 * n_weights  # m and v per weight
+    assert int(b["step/.ATTRIBUTES/VARIABLE_VALUE"]) == STEPS
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=f"{name} {where}")
+    # the loss curve continues: every step once, each loss as in the uninterrupted run
+    assert [int(row["step"]) for row in _loss_rows(resumed)] == list(range(1, STEPS + 1))
+    assert _loss_rows(resumed) == _loss_rows(straight), where
+    metrics = json.loads((resumed / "metrics" / "train.json").read_text())
+    assert metrics == json.loads((straight / "metrics" / "train.json").read_text()), where
     assert metrics["steps"] == STEPS
     assert set(metrics["untrained"]) == set(metrics["trained"]) == {
         "loudness_l1_db", "f0_l1_cents", "f0_rpa", "f0_outlier_ratio", "spectral_distance"}
-    with (project / "metrics" / "train_loss.csv").open() as handle:
-        steps = [int(row["step"]) for row in csv.DictReader(handle)]
-    assert steps == list(range(1, STEPS + 1))  # the counter continued: no step lost from the log, none repeated
-    model_dir = project / "models" / "autoencoder"
+    model_dir = resumed / "models" / "autoencoder"
     assert {p.name for p in (model_dir / "reconstructions").iterdir()} == {
         "example_00.png", "example_00_original.wav", "example_00_resynthesis.wav"}
     assert json.loads((model_dir / "config.json").read_text())["train"]["steps"] == STEPS
+    for path in sorted(p for p in (straight / "models" / "autoencoder").rglob("*") if p.is_file()):
+        twin = model_dir / path.relative_to(straight / "models" / "autoencoder")
+        assert twin.read_bytes() == path.read_bytes(), f"{twin} differs {where}"
 
 
 # --- the saved model and its halves --------------------------------------------------------------

@@ -59,7 +59,7 @@ def make_bad_files(root: Path) -> None:
         audio = harmonic_tone(3.0, SR, 300.0)
         audio[SR] = value
         write_audio(root / f"bad/{name}.wav", audio, SR, subtype="FLOAT")
-    write_audio(root / "bad/too_short.wav", harmonic_tone(1.0, SR, 300.0), SR)
+    write_audio(root / "bad/too_short.wav", harmonic_tone(0.3, SR, 300.0), SR)  # below prepare.min_secs
     (root / "notes.txt").write_text("not an audio extension: ignored, not rejected")
 
 
@@ -80,7 +80,8 @@ def prepared(audio_dir, tmp_path_factory):
 
 
 def windows_in(secs: float, example_secs: float = 2.0, hop_secs: float = 1.0) -> int:
-    return int(np.floor((secs - example_secs) / hop_secs + 1e-9)) + 1
+    """Windows until the file is covered (the last one padded)."""
+    return 1 + max(0, int(np.ceil((secs - example_secs) / hop_secs - 1e-9)))
 
 
 def test_every_bad_file_is_reported_with_its_reason_and_the_rest_goes_on(prepared):
@@ -122,9 +123,10 @@ def test_features_are_finite_and_measure_the_known_pitch(prepared):
             assert ex["audio"].shape == (spec.n_samples,) and ex["f0_hz"].shape == (spec.n_frames,)
             for key in ("audio", "audio_16k", "f0_hz", "f0_confidence", "loudness_db"):
                 assert np.isfinite(ex[key]).all(), key
-            true_f0 = GOOD[ex["source"]][2]
-            voiced = ex["f0_confidence"] >= 0.5
-            cents = 1200 * np.abs(np.log2(ex["f0_hz"][voiced] / true_f0))
+            secs, _rate, true_f0 = GOOD[ex["source"]][:3]
+            real = int(min(spec.example_secs, secs - ex["offset_secs"]) * spec.frame_rate)  # before any padding
+            voiced = ex["f0_confidence"][:real] >= 0.5
+            cents = 1200 * np.abs(np.log2(ex["f0_hz"][:real][voiced] / true_f0))
             assert voiced.mean() > 0.8 and np.median(cents) < 20, ex["source"]
             assert -1.0 <= ex["audio"].min() and ex["audio"].max() <= 1.0
             assert ex["loudness_db"].max() > -60

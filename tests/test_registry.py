@@ -1,4 +1,5 @@
-"""Model registry: a model is promoted only when it beats the champion on the same held-out data."""
+"""Model registry: a model is promoted only when it beats the champion on the same held-out data, and
+the same weights are never registered twice."""
 from __future__ import annotations
 
 import pytest
@@ -58,6 +59,15 @@ def test_promotes_only_better_models_and_never_registers_the_same_weights_twice(
     assert str(registry.get_model_version_by_alias("ae", CHAMPION).version) == "3"
     same = register(model_folder(tmp_path, "c-again", b"c"), 7.5)
     assert same.version is None and same.reason.startswith("unchanged")
+    assert "champion version 3" in same.reason
+    # weights already held by a version that is not the champion are not registered again either,
+    # whatever metrics come with them this time
+    for weights, distance, holder in ((b"a", 8.0, "1"), (b"b", 1.0, "2")):
+        again = register(model_folder(tmp_path, f"{weights.decode()}-again", weights), distance)
+        assert (again.version, again.promoted, again.champion_version) == (None, False, "3")
+        assert again.reason == f"unchanged: the trained weights are registered as version {holder} already"
+    assert len(registry.search_model_versions("name = 'ae'")) == 3
+    assert str(registry.get_model_version_by_alias("ae", CHAMPION).version) == "3"
 
     version = registry.get_model_version("ae", "2")
     assert version.tags["promotion"] == worse.reason and version.description == worse.reason

@@ -1,12 +1,14 @@
 """MLflow grouping: one parent per pipeline execution, a child per stage, one shared child per K."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.config import TrackingParams
 from pipeline.tracking.runs import (
@@ -128,3 +130,38 @@ def test_default_store_is_at_the_project_root_whatever_the_working_directory(tmp
         "http://127.0.0.1:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
     assert tracking_uri(Path("/srv/project"), SETTINGS) == "http://127.0.0.1:5001"
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_stopped_mlflow_server_fails_the_stage_after_bounded_retries_naming_the_uri(tmp_path):
+    """A real ``mlflow server``, started and stopped (connection refused): the corpus stage's outputs are
+    complete, it exits with an error naming the URI after ``tracking.max_retries``, or warns and goes on."""
+    from services import make_tiny_project, mlflow_server, stage_env
+
+    (tmp_path / "mlflow").mkdir()
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        pass  # the server answered /health, and is stopped now: its port refuses connections
+    project = make_tiny_project(tmp_path / "project", tracking={"max_retries": 1, "timeout_secs": 5})
+    env = stage_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(project))
+    # the deadline is far below MLflow's default retry schedule (7 retries, 2 s doubling backoff: minutes)
+    failed = subprocess.run([sys.executable, "-m", "stages.corpus"], check=False, cwd=project, env=env,
+                            capture_output=True, text=True, timeout=90)
+    assert failed.returncode != 0
+    assert f"TrackingError: MLflow tracking at {uri} is not usable" in failed.stderr, failed.stderr[-3000:]
+    manifest = (project / "data" / "corpus" / "manifest.csv").read_text().splitlines()
+    assert len(manifest) == 1 + 4  # header + the tiny corpus's 4 files: the outputs are complete
+    assert json.loads((project / "metrics" / "corpus.json").read_text())["n_files"] == 4
+    outputs = folder_bytes(project / "data" / "corpus")
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["tracking"]["on_error"] = "warn"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    warned = subprocess.run([sys.executable, "-m", "stages.corpus"], check=False, cwd=project, env=env,
+                            capture_output=True, text=True, timeout=90)
+    assert warned.returncode == 0, warned.stderr[-3000:]
+    assert f"warning: MLflow tracking at {uri}" in warned.stderr
+    assert folder_bytes(project / "data" / "corpus") == outputs  # same outputs, deterministically

@@ -95,6 +95,13 @@ def estimate_f0(audio: np.ndarray, sample_rate: int, frame_rate: int, n_frames: 
     return F0_ESTIMATORS[method](np.asarray(audio, np.float32), sample_rate, frame_rate, n_frames, fmin_hz, fmax_hz)
 
 
+def loudness_floor_db() -> float:
+    """The lowest loudness ddsp's ``compute_loudness`` gives (``-DB_RANGE`` with ``ref_db=0``): padding's value."""
+    from pipeline.compat import import_ddsp
+
+    return -float(import_ddsp().spectral_ops.DB_RANGE)
+
+
 def compute_loudness_db(audio: np.ndarray, sample_rate: int, frame_rate: int, n_frames: int | None = None,
                         n_fft: int = 512) -> np.ndarray:
     """A-weighted loudness in dB with ddsp's own ``spectral_ops.compute_loudness`` (numpy path)."""

@@ -14,7 +14,7 @@ path: frames start at t·hop after zero-padding the end, librosa STFT with a per
     L_1x(t) = mean_f  max( 20·log10(max(|X_t(f)|, 1e-20)) + A(f) - ref_db,  -range_db )
 
 i.e. the *mean over bins of clipped per-bin dB*. ddsp 3.x (``compute_loudness``, wrapped by
-:func:`pipeline.features.compute_loudness_db`; n_fft from ``prepare.loudness_n_fft``, ``ref_db`` 0,
+:func:`pipeline.audio.features.compute_loudness_db`; n_fft from ``prepare.loudness_n_fft``, ``ref_db`` 0,
 ``range_db`` 80, centred frames) takes the dB of the *mean A-weighted power*:
 
     L_3x(t) = max( 10·log10( mean_f |X_t(f)|² · 10^{A(f)/10} ),  -80 ).
@@ -117,7 +117,7 @@ def loudness_pairs(audio: np.ndarray, sample_rate: int, frame_rate: int, loudnes
                    n_fft_v1: int = N_FFT_V1, trim_edges: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(L_1x, L_3x) [n_frames] each on the same centred frames of one clip (frames t at t / frame_rate).
 
-    L_3x is the project's :func:`pipeline.features.compute_loudness_db` (ddsp 3.x, TensorFlow is
+    L_3x is the project's :func:`pipeline.audio.features.compute_loudness_db` (ddsp 3.x, TensorFlow is
     imported on first use); ``loudness_n_fft`` must be the one the model's data used.
     ``trim_edges`` drops the first and last ⌈n_fft_v1 / 2 / hop⌉ frames, whose 1.x window reaches
     into the zero padding outside the clip: the cut-off sound leaks over many bins and *raises*

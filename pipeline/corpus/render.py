@@ -359,3 +359,19 @@ def render_corpus(params: CorpusParams, seed: int, out_dir: str | Path, progress
         manifest = pd.DataFrame(rows)
         manifest.to_csv(partial / MANIFEST, index=False)
     return manifest
+
+
+NOT_RENDERED_NOTE = "NOT_RENDERED.txt"
+
+
+def corpus_is_used(audio_dir: Path, corpus_dir: Path) -> bool:
+    """Whether prepare reads the default corpus (``prepare.audio_dir`` is the corpus folder)."""
+    return Path(audio_dir).resolve() == Path(corpus_dir).resolve()
+
+
+def write_not_rendered(out_dir: Path, audio_dir: str, corpus_dir: str) -> None:
+    """The corpus out when the user's own folder is prepared instead: only a note saying why."""
+    with staged_dir(out_dir) as staging:
+        (staging / NOT_RENDERED_NOTE).write_text(
+            f"The default corpus was not rendered: prepare.audio_dir = {audio_dir} is not corpus.out_dir = "
+            f"{corpus_dir}.\n", encoding="utf-8")

@@ -1,9 +1,12 @@
 """The one reader of prepared TFRecord shards: tf.data pipelines for training, evaluation and z extraction,
 and decoded numpy examples for plots, conditioning and tests.
 
-Training caches the parsed examples in memory after the first pass (only the keys the model reads:
-the 16 kHz audio copy is dropped), then shuffles, repeats, batches and prefetches, so on a 2-core
-machine the step never waits for parsing. Evaluation and extraction read in a fixed order.
+Training holds the parsed train split in memory (only the keys the model reads: the 16 kHz audio
+copy is dropped) and gathers each batch from it by index, so on a 2-core machine the step never
+waits for parsing. The order is a pure function of (seed, step): epoch ``e`` visits the examples in
+a permutation drawn statelessly from (seed, e), and the example stream is cut into batches, so
+batch ``i`` is the same whether a run reaches it directly or resumes at step ``i`` after a kill
+(no dataset iterator needs checkpointing). Evaluation and extraction read in a fixed order.
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from pipeline.dataset.tfrecord import DatasetSpec, feature_spec, shard_pattern
 
 MODEL_KEYS = ("audio", "f0_hz", "loudness_db")
 EVAL_KEYS = MODEL_KEYS + ("f0_confidence",)
-SHUFFLE_BUFFER = 4096
 
 
 def shard_files(folder: str | Path, split: str) -> list[str]:
@@ -36,11 +38,27 @@ def examples(folder: str | Path, split: str, spec: DatasetSpec, keys=MODEL_KEYS)
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def train_batches(folder: str | Path, spec: DatasetSpec, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Endless shuffled batches of the train split (fixed batch shape, as ddsp's synths need)."""
-    dataset = examples(folder, "train", spec).cache()
-    dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+def epoch_order(n_examples: int, seed: int, epoch) -> tf.Tensor:
+    """The example indices [n_examples] of one epoch: a permutation drawn statelessly from (seed, epoch)."""
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(n_examples, dtype=tf.int64), seed=key)
+
+
+def train_batches(folder: str | Path, spec: DatasetSpec, batch_size: int, seed: int,
+                  start_step: int = 0) -> tf.data.Dataset:
+    """Endless shuffled batches of the train split from batch ``start_step`` on (fixed batch shape, as
+    ddsp's synths need); batch ``i`` depends only on (seed, i), the data and ``batch_size``."""
+    split = examples(folder, "train", spec)
+    n_examples = int(split.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+    if n_examples < batch_size:
+        raise ValueError(f"train.batch_size {batch_size} is larger than the {n_examples} train examples in {folder}")
+    table = split.batch(n_examples).get_single_element()  # {key: [n_examples, ...]}, in file order
+    first_epoch, offset = divmod(start_step * batch_size, n_examples)
+    order = tf.data.Dataset.range(first_epoch, 2**62).flat_map(
+        lambda epoch: tf.data.Dataset.from_tensor_slices(epoch_order(n_examples, seed, epoch)))
+    batches = order.skip(offset).batch(batch_size, drop_remainder=True)
+    return batches.map(lambda indices: {key: tf.gather(value, indices) for key, value in table.items()},
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def ordered_batches(folder: str | Path, split: str, spec: DatasetSpec, batch_size: int,

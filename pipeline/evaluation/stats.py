@@ -1,4 +1,4 @@
-"""Uncertainty and paired comparisons for the evaluation tables (DESIGN.md, "Anchors ... with bootstrap intervals").
+"""Uncertainty and paired comparisons for the evaluation tables.
 
 - :func:`bootstrap_mean_ci`: the mean of a metric over clips with a seeded bootstrap interval
   (``scipy.stats.bootstrap``; percentile method by default, which never fails on small or

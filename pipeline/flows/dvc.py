@@ -59,10 +59,9 @@ def dvc_command(*args: str) -> list[str]:
 
 
 def stage_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The stages' environment: this interpreter's ``python`` first on PATH (dvc.yaml runs
-    ``python -m stages...``), progress bars throttled for logs, plus ``extra``."""
+    """The stages' environment: this process's, progress bars throttled for logs, plus ``extra``.
+    PATH needs no venv: dvc.yaml's commands name the project's ``.venv/bin/python`` themselves."""
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("TQDM_MININTERVAL", "15")
     env.update(extra or {})
     return env

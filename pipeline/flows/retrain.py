@@ -50,7 +50,8 @@ def rescore(project: Path, params: Params):
         data_dir = project / params.prepare.out_dir
         spec = DatasetSpec.load(data_dir)
         evaluator = Evaluator(data_dir, spec, params.train.resolved().eval_examples,
-                              fmin_hz=params.prepare.f0.fmin_hz, fmax_hz=params.prepare.f0.fmax_hz)
+                              fmin_hz=params.prepare.f0.fmin_hz, fmax_hz=params.prepare.f0.fmax_hz,
+                              noise_seed=params.seed)
         return evaluator(load_model(model_dir))
     return score
 

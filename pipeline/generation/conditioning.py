@@ -109,7 +109,7 @@ def melody_contour(notes: Sequence[Note], n_frames: int, frame_rate: int, name: 
                    envelope: EnvelopeParams | None = None) -> Conditioning:
     """A held f0 contour and an attack-decay-release loudness envelope from monophonic notes.
 
-    ``envelope`` (:class:`pipeline.midi_envelope.EnvelopeParams`, e.g. measured on the training
+    ``envelope`` (:class:`pipeline.generation.midi_envelope.EnvelopeParams`, e.g. measured on the training
     data) sets the floor, velocity -> peak range, decay and release; None keeps this module's constants.
     """
     if envelope is None:

@@ -1,6 +1,6 @@
 """The loudness envelope of MIDI melodies, with its parameters read from the training data.
 
-:func:`pipeline.conditioning.melody_contour` turns notes into an attack-decay-release loudness
+:func:`pipeline.generation.conditioning.melody_contour` turns notes into an attack-decay-release loudness
 contour: each note starts at a velocity-dependent peak, decays linearly in dB while held, is
 released linearly (from the note-off) down to a floor. With fixed constants (peaks -30..5 dB) a
 MIDI clip can ask the decoder for levels it never saw in training. :func:`envelope_from_contours`
@@ -12,7 +12,7 @@ the frame grid), so a MIDI clip's target loudness lies where the model was train
   short rests has few such frames; then the ``floor_fallback_percentile`` of all unvoiced frames
   (the level the releases reach before the next note). Never below ddsp's -80 dB.
 - notes (:func:`note_segments`): a note starts at an onset, a voiced frame after an unvoiced one,
-  a pitch jump of more than half a semitone (:func:`pipeline.conditioning._onsets_from_pitch`), or
+  a pitch jump of more than half a semitone (:func:`pipeline.generation.conditioning._onsets_from_pitch`), or
   a loudness rise of ``onset_rise_db`` within ``rise_window_s`` (a repeated note at the same pitch);
   it lasts until the next onset, cut where the loudness has fallen to the floor (+3 dB).
 - ``peak_db_softest`` / ``peak_db_loudest``: the ``peak_percentiles`` of note peaks (the loudest

@@ -7,7 +7,6 @@ contours on the z grid), then ``z_0`` ... ``z_{d-1}``. Written by the extract_z 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.publish import staged_file
 
 ID_COLUMNS = [("example_id", pa.int64()), ("source", pa.string()), ("split", pa.string()),
               ("frame", pa.int32()), ("f0_hz", pa.float32()), ("loudness_db", pa.float32())]
@@ -47,16 +48,8 @@ def frames_table(schema: pa.Schema, z: np.ndarray, f0_hz: np.ndarray, loudness_d
 @contextlib.contextmanager
 def z_table_writer(path: str | Path, z_dims: int) -> Iterator[pq.ParquetWriter]:
     """A writer of row groups under a temporary name, renamed to ``path`` only when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with pq.ParquetWriter(partial, z_schema(z_dims), compression="zstd") as writer:
-            yield writer
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, path)
+    with staged_file(path) as partial, pq.ParquetWriter(partial, z_schema(z_dims), compression="zstd") as writer:
+        yield writer
 
 
 def z_columns(df: pd.DataFrame) -> list[str]:

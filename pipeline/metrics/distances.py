@@ -1,6 +1,6 @@
-"""Set-level distances of generated audio to real audio, on MFCC frames (DESIGN.md, "Anchors").
+"""Set-level distances of generated audio to real audio, on MFCC frames.
 
-Both distances compare two sets of feature frames (e.g. :func:`pipeline.metrics.mfcc_frames` of
+Both distances compare two sets of feature frames (e.g. :func:`pipeline.metrics.clip.mfcc_frames` of
 every clip of one method against those of the held-out real audio), after standardising *both*
 sets with the real set's per-dimension mean and standard deviation. That makes them invariant to
 the features' units (a global scale or an offset of any coefficient changes nothing) and gives
@@ -16,7 +16,7 @@ every coefficient the same weight, so high-variance low-order MFCCs do not domin
   for equal distributions: an estimate can be slightly negative. No assumption on the shape of the
   distributions.
 - :func:`frechet_to_real`: the Fréchet distance between Gaussians fitted to the two sets
-  (:func:`pipeline.metrics.frechet_distance`, d² = |μ_g - μ_r|² + Tr(Σ_g + Σ_r - 2 (Σ_g Σ_r)^{1/2})).
+  (:func:`pipeline.metrics.clip.frechet_distance`, d² = |μ_g - μ_r|² + Tr(Σ_g + Σ_r - 2 (Σ_g Σ_r)^{1/2})).
   It sees only means and covariances.
 
 Large sets are subsampled (seeded, without replacement) to at most ``max_frames`` per side: the

@@ -9,31 +9,21 @@ included), is resampled to the same frames, as ddsp's ``ZEncoder.expand_z`` does
 ddsp's FilteredNoise draws its noise from TensorFlow's global generator; pass ``noise_seed`` for a
 reproducible noise part instead: the white noise then comes from a stateless generator keyed by
 that seed, which also keeps a compiled (``tf.function``) decoder reproducible call after call
-without resetting TensorFlow's global seed (which throws away its compiled kernels).
-
-:class:`ModelSynthesizer` puts the trained model behind the
-:class:`pipeline.generation.render.Synthesizer` interface: generation speaks numpy and the z grid of
-the z table (the encoder's native frames), so it never touches TensorFlow. Decoding and encoding are
-compiled once per input shape (``tf.function``): ddsp's eager decoder spends most of its time in the
-GRU's per-step Python loop (bench/generation_speed.py). The decoder network is compiled with XLA
-when the model was trained with it (the ``cpu`` preset): XLA fuses the GRU's per-step work, while the
-noise filter and the reverb's FFTs run faster outside it. The harmonic synth runs as an XLA function
-of its own.
+without resetting TensorFlow's global seed (which throws away its compiled kernels). Training keys
+its noise the same way, by (seed, step), so a resumed run draws what an uninterrupted one drew
+(:mod:`pipeline.model.train`). The sample stage and the gddsp command reach these functions through
+:class:`pipeline.generation.synthesizer.ModelSynthesizer`.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from pipeline.compat import import_ddsp
-from pipeline.model.build import HARMONIC, NOISE, use_generic_gru_kernels
-from pipeline.model.harmonic import FastHarmonic
-from pipeline.model.store import load_model, read_config
+from pipeline.model.build import HARMONIC, NOISE
 
 
 @dataclass(frozen=True)
@@ -62,18 +52,20 @@ def decode(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None) -> 
 
 
 def decoder_outputs(model, f0_hz, loudness_db, z, frame_rate: float, noise_seed=None,
-                    decoder_net=None) -> dict[str, tf.Tensor]:
+                    decoder_net=None, white_noise=None) -> dict[str, tf.Tensor]:
     """Tensors: ``audio``, ``harmonic``, ``noise`` and the synth controls.
 
     ``noise_seed`` (an int or a [2] int tensor) keys the noise synth's white noise; None leaves
-    ddsp's draw from the global generator. ``decoder_net`` replaces ``model.decoder`` (called as
-    ``decoder_net(features)``), e.g. by a compiled version of it.
+    ddsp's draw from the global generator. ``white_noise`` ([batch, n_samples], uniform in [-1, 1))
+    is the white noise itself, e.g. drawn by :func:`pipeline.export.host.white_noise` (the draw a
+    streaming host repeats); it overrides ``noise_seed``. ``decoder_net`` replaces ``model.decoder``
+    (called as ``decoder_net(features)``), e.g. by a compiled version of it.
     """
     features = decoder_features(model, f0_hz, loudness_db, z, frame_rate)
     features.update(decoder_net(features) if decoder_net else model.decoder(features, training=False))
     hop = round(model.preprocessor.sample_rate / model.preprocessor.frame_rate)
     group = model.processor_group
-    with _synth_length(group, int(features["f0_hz"].shape[1]) * hop), _seeded_noise(group, noise_seed):
+    with _synth_length(group, int(features["f0_hz"].shape[1]) * hop), seeded_noise(group, noise_seed, white_noise):
         outputs = group(features, return_outputs_dict=True)
     dag = outputs["controls"]
     # each processor's entry is {"signal": audio, "controls": what its get_controls returned}
@@ -109,22 +101,24 @@ def noise_seed_tensor(seed: int) -> tf.Tensor:
 
 
 @contextlib.contextmanager
-def _seeded_noise(processor_group, seed):
-    """While decoding, the noise synth draws its white noise statelessly from ``seed``.
+def seeded_noise(processor_group, seed, white=None):
+    """While decoding, the noise synth draws its white noise statelessly from ``seed`` (or uses ``white``).
 
     Like :func:`_synth_length` this acts at trace time inside a tf.function: the traced graph reads
     the seed as an input, so every call with a new seed reuses the same compiled graph.
     """
-    if seed is None:
+    if seed is None and white is None:
         yield
         return
     noise = next(p for p in processor_group.processors if p.name == NOISE)
     seed = noise_seed_tensor(seed) if isinstance(seed, int) else seed
 
     def get_signal(magnitudes):
-        white = tf.random.stateless_uniform([int(magnitudes.shape[0]), noise.n_samples], seed=seed,
-                                            minval=-1.0, maxval=1.0)
-        return import_ddsp().core.frequency_filter(white, magnitudes, window_size=noise.window_size)
+        if white is not None:
+            return import_ddsp().core.frequency_filter(white, magnitudes, window_size=noise.window_size)
+        white_draw = tf.random.stateless_uniform([int(magnitudes.shape[0]), noise.n_samples], seed=seed,
+                                                 minval=-1.0, maxval=1.0)
+        return import_ddsp().core.frequency_filter(white_draw, magnitudes, window_size=noise.window_size)
 
     noise.get_signal = get_signal  # an instance attribute shadows ddsp's method for this call only
     try:
@@ -149,36 +143,3 @@ def _synth_length(processor_group, n_samples: int):
     finally:
         for synth, length in zip(synths, saved):
             synth.n_samples = length
-
-
-class ModelSynthesizer:
-    def __init__(self, model, sample_rate: int, frame_rate: int, n_z_frames: int, jit_decoder: bool = False):
-        self.model = model
-        self.sample_rate = sample_rate
-        self.frame_rate = frame_rate
-        self.n_z_frames = n_z_frames
-        decoder_net = None
-        if jit_decoder:
-            use_generic_gru_kernels(model)
-            decoder_net = tf.function(lambda features: model.decoder(features, training=False), jit_compile=True)
-        for synth in model.processor_group.processors:
-            if isinstance(synth, FastHarmonic):
-                synth.compile_alone = True
-        self._decode = tf.function(partial(decoder_outputs, model, frame_rate=frame_rate, decoder_net=decoder_net))
-        self._encode = tf.function(lambda audio: encode_z(model, {"audio": audio}))
-
-    def synthesize(self, f0_hz: np.ndarray, loudness_db: np.ndarray, z: np.ndarray, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self._decode(np.asarray(f0_hz, np.float32), np.asarray(loudness_db, np.float32),
-                           np.asarray(z, np.float32), noise_seed=noise_seed_tensor(seed))
-        return out["audio"].numpy(), out["harmonic"].numpy(), out["noise"].numpy()
-
-    def encode(self, audio: np.ndarray, f0_hz: np.ndarray, loudness_db: np.ndarray) -> np.ndarray:
-        del f0_hz, loudness_db  # ddsp's MFCC encoder hears only the audio
-        return self._encode(tf.convert_to_tensor(audio, tf.float32)).numpy()
-
-
-def load_synthesizer(model_dir: str | Path) -> ModelSynthesizer:
-    train, spec = read_config(model_dir)
-    return ModelSynthesizer(load_model(model_dir), spec.sample_rate, spec.frame_rate, train.z_time_steps,
-                            jit_decoder=train.jit_compile)

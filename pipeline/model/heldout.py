@@ -8,8 +8,10 @@
 - ``spectral_distance``: ddsp's multi-resolution SpectralLoss (FFT 2048..64, L1 on magnitudes and
   log magnitudes), the same yardstick whatever FFT sizes the model trained with.
 
-Voiced frames come from the input's ``f0_confidence``; the resynthesis is re-analysed with the
-dataset's own f0 method (``pipeline.audio.features.estimate_f0``). Frames are pooled over examples.
+The noise synth's white noise is drawn statelessly from ``noise_seed``, so the metrics are the
+same in any process and after any resume. Voiced frames come from the input's ``f0_confidence``;
+the resynthesis is re-analysed with the dataset's own f0 method
+(``pipeline.audio.features.estimate_f0``). Frames are pooled over examples.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pipeline.audio.features import VOICED_THRESHOLD, compute_loudness_db, estim
 from pipeline.dataset.reader import EVAL_KEYS, MODEL_KEYS, ordered_batches
 from pipeline.dataset.tfrecord import DatasetSpec
 from pipeline.model.build import spectral_loss
+from pipeline.model.decode import seeded_noise
 
 REFERENCE_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 RPA_CENTS, OUTLIER_CENTS = 50.0, 1200.0
@@ -78,6 +81,7 @@ class Evaluator:
     batch_size: int = 8
     fmin_hz: float = 30.0
     fmax_hz: float = 2000.0
+    noise_seed: int = 0
     _loss: object = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -91,13 +95,17 @@ class Evaluator:
 
     def resyntheses(self, model, limit: int | None = None):
         """(batch as numpy, resynthesised audio) pairs over the evaluated examples."""
-        forward = tf.function(lambda features: model(features, training=False)["audio_synth"])
+        forward = tf.function(lambda features: self._forward(model, features))
         limit = self.n_examples if limit is None else min(limit, self.n_examples)
         batches = ordered_batches(self.data_dir, "eval", self.spec, self.batch_size, keys=EVAL_KEYS + ("source",),
                                   limit=limit)
         for batch in batches:
             resynthesis = forward({key: batch[key] for key in MODEL_KEYS})
             yield {key: value.numpy() for key, value in batch.items()}, resynthesis
+
+    def _forward(self, model, features: dict) -> tf.Tensor:
+        with seeded_noise(model.processor_group, self.noise_seed):
+            return model(features, training=False)["audio_synth"]
 
     def reconstruct(self, model, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Sources, original audio and resynthesised audio of the first ``n`` evaluated examples."""

@@ -11,6 +11,12 @@ CheckpointManager writes the checkpoint files first and then replaces the ``chec
 file, so a half-written checkpoint is never the one restored. At most ``checkpoint_every`` steps
 are lost. The loss log lives beside the checkpoints and is cut back to the restored step.
 
+A resumed run is exact: it ends with the weights and optimiser state of an uninterrupted run with
+the same params, bit for bit (tests/test_model.py). Nothing it draws depends on the process: the
+batch order is a function of (seed, step) (:func:`pipeline.dataset.reader.train_batches`, started at
+the restored step), and the noise synth's white noise is drawn statelessly from (seed, step,
+replica) inside the train step instead of from TensorFlow's global generator.
+
 The checkpoint folder outlives DVC reruns on purpose, so it records which run it belongs to
 (``run.json``: the resolved train params that shape the model and its optimisation, the seed,
 and the prepared data). A run with another identity does not resume from it: the folder is
@@ -37,6 +43,7 @@ from pipeline.config import Params, TrainParams
 from pipeline.dataset.reader import shard_files, train_batches
 from pipeline.dataset.tfrecord import SPLITS, DatasetSpec
 from pipeline.model.build import build_autoencoder, resolve_for_dataset, use_generic_gru_kernels
+from pipeline.model.decode import seeded_noise
 from pipeline.model.distribute import is_chief, make_strategy, use_mixed_precision
 from pipeline.model.heldout import Evaluator
 from pipeline.model.store import placeholder_batch
@@ -131,8 +138,10 @@ class Trainer:
     """Owns the model, optimizer, step counter and checkpoints of one training run."""
 
     def __init__(self, build_model: Callable[[], tf.keras.Model], train: TrainParams,
-                 strategy: tf.distribute.Strategy, checkpoint_dir: str | Path, mixed_precision: bool = False):
+                 strategy: tf.distribute.Strategy, checkpoint_dir: str | Path, mixed_precision: bool = False,
+                 noise_seed: int = 0):
         self.train = train.resolved()
+        self.noise_seed = noise_seed  # with the step, keys the noise synth's draws
         self.strategy = strategy
         self.mixed_precision = mixed_precision
         with strategy.scope():
@@ -197,18 +206,22 @@ class Trainer:
 
     @tf.function
     def _train_step(self, iterator) -> dict:
-        per_replica = self.strategy.run(self._replica_step, args=(next(iterator),))
+        key = tf.stack([tf.constant(self.noise_seed, tf.int64), self.step.read_value()])
+        per_replica = self.strategy.run(self._replica_step, args=(next(iterator), key))
         self.step.assign_add(1)
         return {name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                 for name, value in per_replica.items()}
 
-    def _replica_step(self, batch: dict) -> dict:
-        grads, losses = self._gradients(batch)
+    def _replica_step(self, batch: dict, key: tf.Tensor) -> dict:
+        # replicas draw different noise: key (seed, step * replicas + replica)
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        key = tf.stack([key[0], key[1] * self.strategy.num_replicas_in_sync + replica])
+        grads, losses = self._gradients(batch, key)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return losses
 
-    def _gradients_fn(self, batch: dict):
-        with tf.GradientTape() as tape:
+    def _gradients_fn(self, batch: dict, noise_key: tf.Tensor):
+        with tf.GradientTape() as tape, seeded_noise(self.model.processor_group, noise_key):
             _, losses = self.model(batch, return_losses=True, training=True)
             # replicas' gradients are summed when applied, so each contributes its share of the mean
             loss = losses["total_loss"] / self.strategy.num_replicas_in_sync
@@ -269,16 +282,16 @@ def train_autoencoder(params: Params, data_dir: Path, checkpoint_dir: Path) -> T
     tf.keras.utils.set_random_seed(params.seed)
     mixed = use_mixed_precision(train.mixed_precision)
     trainer = Trainer(lambda: build_autoencoder(train, spec), train, make_strategy(train.strategy), checkpoint_dir,
-                      mixed)
+                      mixed, noise_seed=params.seed)
     trainer.build(placeholder_batch(spec, train.batch_size))
     start = trainer.restore()
     print(f"train: resuming from step {start} in {trainer.checkpoint_dir}" if start else
           f"train: starting at step 0 (no checkpoint in {trainer.checkpoint_dir})", flush=True)
     evaluator = Evaluator(data_dir, spec, train.eval_examples, fmin_hz=params.prepare.f0.fmin_hz,
-                          fmax_hz=params.prepare.f0.fmax_hz)
+                          fmax_hz=params.prepare.f0.fmax_hz, noise_seed=params.seed)
     untrained = untrained_metrics(trainer, start, evaluator)
-    # a resumed run reshuffles from a new seed rather than replaying the first batches
-    steps = trainer.fit(train_batches(data_dir, spec, train.batch_size, seed=params.seed + start))
+    # the batches from the restored step on: exactly those an uninterrupted run trains on
+    steps = trainer.fit(train_batches(data_dir, spec, train.batch_size, seed=params.seed, start_step=start))
     if not is_chief():
         return None
     return TrainResult(trainer.model, train, spec, steps, untrained, evaluator(trainer.model), evaluator,

@@ -4,9 +4,17 @@ list files -> inspect (stream-read, reject with a reason) -> cut into chunks -> 
 chunks spread over workers -> per chunk: read + resample, f0 + loudness, 4 s windows -> shards per
 split. The split is decided per source file before windowing, so no file lands in both splits.
 
-Windows start every ``hop_secs`` of a file and are never padded past its end (as ddsp's own
-prepare_tfrecord does). Chunk ``c`` owns the windows whose start falls inside it and reads audio up
-to its last window's end plus a margin, so chunking changes no window.
+Windows start every ``hop_secs`` of a file until they cover it; the last (or, for a file shorter
+than one example, the only) window is zero-padded once to the example length, with loudness at
+ddsp's floor and f0 confidence 0 over the padding. (ddsp's own prepare_tfrecord pads with runs of
+silent windows instead; dropping the tail would throw short files away.) Chunk ``c`` owns the
+windows whose start falls inside it and reads audio up to its last window's end plus a margin, so
+chunking changes no window.
+
+Every file gets one decision in ``report.json`` (``decisions``) and on the console: used (with
+warnings such as ``clipped``) or rejected with a reason. A file whose voiced share (f0 confidence
+at least 0.5, over its real frames) is below ``prepare.min_voiced_fraction`` is rejected
+``unpitched`` after analysis: its windows are dropped before the shards are written.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.audio.features import VOICED_THRESHOLD, compute_loudness_db, estimate_f0
+from pipeline.audio.features import VOICED_THRESHOLD, compute_loudness_db, estimate_f0, loudness_floor_db
 from pipeline.audio.io import AudioInfo, AudioRejected, inspect_audio, list_audio_files, read_segment, resample
 from pipeline.config import DDSP_FEATURE_SAMPLE_RATE, PrepareParams
 from pipeline.dataset.tfrecord import SPLITS, DatasetSpec, encode_example, shard_path, shard_prefix
@@ -32,6 +40,7 @@ LOG = logging.getLogger(__name__)
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 REPORT_FILE = PREPARE_REPORT
 _REJECTED = "rejected"
+_INSPECTED = "inspected"
 _COUNTER_NS = "prepare"
 _FEATURE_MARGIN_SECS = 0.25  # f0/loudness context around a chunk, so chunk edges match whole-file analysis
 
@@ -54,6 +63,7 @@ class Chunk:
     split: str
     first_window: int
     n_windows: int
+    total_windows: int  # of the whole file: the chunk holding the last one reads up to the file's end
 
 
 def split_of(source: str, eval_fraction: float, seed: int) -> str:
@@ -99,16 +109,37 @@ class InspectFile(beam.DoFn):
     def process(self, item: SourceFile):
         p = self.params
         try:
-            info = inspect_audio(item.path, p.example_secs, p.silence_db)
+            info = inspect_audio(item.path, p.min_secs, p.silence_db)
         except AudioRejected as err:
             beam.metrics.Metrics.counter(_COUNTER_NS, f"rejected_{err.reason}").inc()
-            yield beam.pvalue.TaggedOutput(_REJECTED, _rejection(item.source, err.reason, err.detail))
+            # libsndfile's messages name the absolute path; the report names files as the folder does
+            detail = err.detail.replace(item.path, item.source)
+            yield beam.pvalue.TaggedOutput(_REJECTED, _rejection(item.source, err.reason, detail))
             return
         beam.metrics.Metrics.counter(_COUNTER_NS, "files_read").inc()
-        n_windows = int(np.floor((info.seconds - p.example_secs) / p.hop_secs + 1e-9)) + 1
+        n_windows = window_count(info.seconds, p.example_secs, p.hop_secs)
+        yield beam.pvalue.TaggedOutput(_INSPECTED, {
+            "source": item.source, "seconds": round(info.seconds, 6), "sample_rate": info.sample_rate,
+            "channels": info.channels, "format": info.format, "windows": n_windows,
+            "padded_secs": round(max(0.0, (n_windows - 1) * p.hop_secs + p.example_secs - info.seconds), 6),
+            "warnings": file_warnings(info, p.clipped_fraction)})
         per_chunk = max(1, int(round(p.chunk_secs / p.hop_secs)))
         for first in range(0, n_windows, per_chunk):
-            yield Chunk(info, item.source, item.split, first, min(per_chunk, n_windows - first))
+            yield Chunk(info, item.source, item.split, first, min(per_chunk, n_windows - first), n_windows)
+
+
+def window_count(seconds: float, example_secs: float, hop_secs: float) -> int:
+    """Windows every ``hop_secs`` until the file is covered; a file of one example or less has one."""
+    return 1 + max(0, int(np.ceil((seconds - example_secs) / hop_secs - 1e-9)))
+
+
+def file_warnings(info: AudioInfo, clipped_fraction: float) -> list[dict]:
+    """Warnings of a file that is used anyway (the report lists them with the decision)."""
+    warnings = []
+    if info.clipped_share >= clipped_fraction:
+        warnings.append({"warning": "clipped", "detail": f"{100 * info.clipped_share:.2f} % of samples at full "
+                         f"scale (prepare.clipped_fraction = {clipped_fraction:g})"})
+    return warnings
 
 
 class AnalyseChunk(beam.DoFn):
@@ -140,8 +171,18 @@ class AnalyseChunk(beam.DoFn):
         f0_hz, f0_conf = estimate_f0(audio, sr, fr, n_seg_frames, p.f0.method, p.f0.fmin_hz, p.f0.fmax_hz)
         loudness = compute_loudness_db(audio, sr, fr, n_seg_frames, p.loudness_n_fft)
         features = {"f0_hz": f0_hz, "f0_confidence": f0_conf, "loudness_db": loudness}
+        real_frames = int(np.ceil(round((chunk.info.seconds - seg_start) * fr, 6)))  # frames before the file's end
+        if real_frames < n_seg_frames:  # the padding past the end: silent, unvoiced, pitch held
+            f0_hz[real_frames:] = f0_hz[max(0, real_frames - 1)]
+            f0_conf[real_frames:] = 0.0
+            loudness[real_frames:] = loudness_floor_db()
         if not all(np.isfinite(v).all() for v in features.values()):
             raise AudioRejected(chunk.source, "non_finite_features", f"feature analysis of {start:.1f}-{stop:.1f} s gave NaN/inf")
+        # the file's own frames this chunk owns (no overlap, no padding): the voiced share decides "unpitched"
+        last_chunk = chunk.first_window + chunk.n_windows == chunk.total_windows
+        owned_stop = chunk.info.seconds if last_chunk else window_start(chunk.first_window + chunk.n_windows)
+        own0, own1 = int(round((start - seg_start) * fr)), min(real_frames, int(round((owned_stop - seg_start) * fr)))
+        file_voiced = int((f0_conf[own0:own1] >= VOICED_THRESHOLD).sum())
         voiced = 0
         for j in range(chunk.first_window, chunk.first_window + chunk.n_windows):
             offset = window_start(j)
@@ -161,6 +202,7 @@ class AnalyseChunk(beam.DoFn):
             "source": chunk.source, "split": chunk.split, "examples": chunk.n_windows,
             "seconds": stop - start, "voiced_frames": voiced, "frames": chunk.n_windows * p.n_frames,
             "file_seconds": chunk.info.seconds, "first_window": chunk.first_window,
+            "file_voiced_frames": file_voiced, "file_frames": max(0, own1 - own0),
         })
 
 
@@ -208,19 +250,37 @@ def pipeline_options(params: PrepareParams) -> PipelineOptions:
     return PipelineOptions(args + list(beam_params.options))
 
 
+def _unpitched(source_counts: tuple[str, tuple[int, int]], min_voiced_fraction: float):
+    """A rejection for a file whose voiced share is below the minimum (DC, noise, clicks)."""
+    source, (voiced, frames) = source_counts
+    share = voiced / frames if frames else 0.0
+    if share < min_voiced_fraction:
+        beam.metrics.Metrics.counter(_COUNTER_NS, "rejected_unpitched").inc()
+        yield _rejection(source, "unpitched", f"voiced share {share:.3f} of {frames} frames is below "
+                         f"prepare.min_voiced_fraction = {min_voiced_fraction:g} (no pitch: DC, noise or clicks?)")
+
+
 def build(pipeline: beam.Pipeline, files: list[SourceFile], params: PrepareParams, out_dir: Path) -> None:
     inspected = (pipeline | "ListFiles" >> beam.Create(files)
-                 | "Inspect" >> beam.ParDo(InspectFile(params)).with_outputs(_REJECTED, main="chunks"))
+                 | "Inspect" >> beam.ParDo(InspectFile(params)).with_outputs(_REJECTED, _INSPECTED, main="chunks"))
     analysed = (inspected.chunks | "SpreadChunks" >> beam.Reshuffle()
                 | "Analyse" >> beam.ParDo(AnalyseChunk(params)).with_outputs(_REJECTED, "stats", main="examples"))
-    by_split = analysed.examples | "BySplit" >> beam.Partition(lambda kv, _n: SPLITS.index(kv[0]), len(SPLITS))
+    unpitched = (analysed.stats
+                 | "VoicedFrames" >> beam.Map(lambda s: (s["source"], (s["file_voiced_frames"], s["file_frames"])))
+                 | "VoicedPerFile" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))))
+                 | "Unpitched" >> beam.FlatMap(_unpitched, params.min_voiced_fraction))
+    dropped = beam.pvalue.AsDict(unpitched | "UnpitchedSources" >> beam.Map(lambda r: (r["source"], r["reason"])))
+    examples = analysed.examples | "DropUnpitched" >> beam.Filter(lambda kv, bad: kv[1][0][0] not in bad, dropped)
+    stats = analysed.stats | "DropUnpitchedStats" >> beam.Filter(lambda s, bad: s["source"] not in bad, dropped)
+    by_split = examples | "BySplit" >> beam.Partition(lambda kv, _n: SPLITS.index(kv[0]), len(SPLITS))
     for split, records in zip(SPLITS, by_split):
         _ = (records | f"Records_{split}" >> beam.Values()
              | f"Shard_{split}" >> beam.Map(lambda keyed, n: (shard_of(keyed[0], n), keyed), params.num_shards)
              | f"Group_{split}" >> beam.GroupByKey()
              | f"Write_{split}" >> beam.ParDo(WriteShard(shard_prefix(out_dir, split), params.num_shards)))
-    _write_jsonl((inspected[_REJECTED], analysed[_REJECTED]), out_dir / "rejected", "Rejected")
-    _write_jsonl((analysed.stats,), out_dir / "chunks", "Stats")
+    _write_jsonl((inspected[_REJECTED], analysed[_REJECTED], unpitched), out_dir / "rejected", "Rejected")
+    _write_jsonl((stats,), out_dir / "chunks", "Stats")
+    _write_jsonl((inspected[_INSPECTED],), out_dir / "inspected", "Inspected")
 
 
 def _write_jsonl(pcolls, prefix: Path, label: str) -> None:
@@ -253,6 +313,41 @@ def summarise(files: list[SourceFile], chunk_stats: list[dict], rejected: list[d
         stats[f"audio_secs_{split}"] = round(sum({s["source"]: s["file_seconds"] for s in rows}.values()), 3)
         stats[f"voiced_fraction_{split}"] = round(sum(s["voiced_frames"] for s in rows) / frames, 4) if frames else 0.0
     return stats
+
+
+def decide(files: list[SourceFile], inspected: list[dict], chunk_stats: list[dict], rejected: list[dict]) -> list[dict]:
+    """One decision per file found, in file order: ``used`` (examples, split, warnings) or ``rejected``
+    (the first reason; a file rejected by analysis after inspection passed lists every reason)."""
+    info = {i["source"]: i for i in inspected}
+    reasons: dict[str, list[dict]] = {}
+    for r in rejected:
+        reasons.setdefault(r["source"], []).append(r)
+    examples: dict[str, int] = {}
+    for s in chunk_stats:
+        examples[s["source"]] = examples.get(s["source"], 0) + s["examples"]
+    out = []
+    for f in files:
+        row = {"source": f.source, "split": f.split, **{k: v for k, v in info.get(f.source, {}).items() if k != "source"}}
+        row.setdefault("warnings", [])
+        if f.source in reasons:
+            first = reasons[f.source][0]
+            row.update(decision="rejected", reason=first["reason"], detail="; ".join(r["detail"] for r in reasons[f.source]))
+        else:
+            padded = row.get("padded_secs", 0.0)
+            row.update(decision="used", reason="ok", examples=examples.get(f.source, 0),
+                       detail=f"{row.get('seconds', 0):.2f} s, {row.get('sample_rate')} Hz, {row.get('channels')} ch "
+                              f"({row.get('format')}) -> {examples.get(f.source, 0)} {f.split} examples"
+                              + (f", last padded {padded:.2f} s" if padded > 0 else ""))
+        out.append(row)
+    return out
+
+
+def describe(decision: dict) -> str:
+    """The console line of one decision."""
+    warnings = "".join(f"; warning {w['warning']}: {w['detail']}" for w in decision["warnings"])
+    if decision["decision"] == "used":
+        return f"prepare: used {decision['source']}: {decision['detail']}{warnings}"
+    return f"prepare: rejected {decision['source']}: {decision['reason']} ({decision['detail']})"
 
 
 def _check_usable(stats: dict, rejected: list[dict], eval_fraction: float) -> None:
@@ -297,14 +392,18 @@ def run_prepare(params: PrepareParams, audio_dir: Path, out_dir: Path, seed: int
         counters = {c.key.metric.name: c.committed for c in pipeline.result.metrics().query()["counters"]}
         rejected = sorted(_read_jsonl(staging / "rejected.jsonl"), key=lambda r: (r["source"], r["reason"]))
         chunk_stats = _read_jsonl(staging / "chunks.jsonl")
+        decisions = decide(files, _read_jsonl(staging / "inspected.jsonl"), chunk_stats, rejected)
         stats = summarise(files, chunk_stats, rejected)
+        stats["files_with_warnings"] = sum(bool(d["warnings"]) for d in decisions if d["decision"] == "used")
         _check_usable(stats, rejected, params.eval_fraction)
         _fill_empty_shards(staging, params.num_shards)
         _check_written(staging, stats)
-        (staging / "chunks.jsonl").unlink()
-        (staging / "rejected.jsonl").unlink()
+        for name in ("chunks.jsonl", "rejected.jsonl", "inspected.jsonl"):
+            (staging / name).unlink()
         DatasetSpec(params.sample_rate, params.frame_rate, params.example_secs, params.f0.method).save(staging)
-        report = {"stats": stats, "rejected": rejected, "beam_counters": counters,
+        report = {"stats": stats, "decisions": decisions, "rejected": rejected, "beam_counters": counters,
                   "splits": {f.source: f.split for f in files}}
-        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        # ensure_ascii=False: file names read as they are on disk, not as \u escapes
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
     return report

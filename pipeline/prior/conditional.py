@@ -1,9 +1,9 @@
 """A conditional prior: z given the controls, from one mixture over the joint frame vector.
 
-DESIGN.md, "conditional". Every frame is the joint vector y_t = (z_t, c_t) with the controls
+ARCHITECTURE.md, "Sampling methods". Every frame is the joint vector y_t = (z_t, c_t) with the controls
 c_t = (f0_scaled_t, ld_scaled_t) on ddsp's input scales (3.x): f0_scaled = hz_to_midi(f0) / 127
 (0 Hz -> 0) and ld_scaled = dB / 80 + 1 (``ddsp.training.preprocessing.scale_db``). One Gaussian
-mixture is fitted over y (:func:`fit_joint_mixture`, EM as :func:`pipeline.gmm.fit_mixture`), so
+mixture is fitted over y (:func:`fit_joint_mixture`, EM as :func:`pipeline.prior.mixture.fit_mixture`), so
 every component k has a joint Gaussian with blocks
 
     μ_k = [μ_z; μ_c],   Σ_k = [[Σ_zz, Σ_zc], [Σ_cz, Σ_cc]].
@@ -17,7 +17,7 @@ on c too (Gaussian mixture regression): r_k(c) ∝ π_k N(c; μ_c,k, Σ_cc,k).
 
 Sampling (:func:`sample_conditional`) draws every frame of a clip from one component k, with the
 whitened draws x_t made temporally coherent by the same AR(1) Gaussian copula as
-:func:`pipeline.sampling.sample_temporal` (x_t = ρ x_{t-1} + √(1-ρ²) ε_t, ε_t = Φ⁻¹(u_t)):
+:func:`pipeline.prior.samplers.sample_temporal` (x_t = ρ x_{t-1} + √(1-ρ²) ε_t, ε_t = Φ⁻¹(u_t)):
 
     z_t = μ_z + G (c_t - μ_c) + L_S x_t,   S = L_S L_Sᵀ.
 
@@ -30,7 +30,7 @@ Beside it :func:`marginal_loglik_frames` gives log p(z) from the same mixture, s
 comparable: conditioning can only help when z depends on the controls.
 
 Stored like the unconditional mixture (``mixture.npz`` + ``mixture.json`` from
-:func:`pipeline.gmm.save_mixture`, no pickle) plus ``conditional.json`` naming the blocks.
+:func:`pipeline.prior.mixture.save_mixture`, no pickle) plus ``conditional.json`` naming the blocks.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
 
-from pipeline.prior.mixture import fit_mixture, full_covariances, load_mixture, save_mixture, single_threaded
+from pipeline.prior.mixture import as_frames, fit_mixture, full_covariances, load_mixture, save_mixture, single_threaded
 from pipeline.prior.samplers import (
     MIN_RHO_PAIRS,
     RHO_MAX,
@@ -89,7 +89,7 @@ def controls(f0_hz: np.ndarray, loudness_db: np.ndarray) -> np.ndarray:
 
 def joint_frames(z: np.ndarray, c: np.ndarray) -> np.ndarray:
     """y = [z, c] [n, d + n_controls] from z [n, d] and scaled controls c [n, n_controls]."""
-    z, c = _frames(z, "z"), _frames(c, "controls")
+    z, c = as_frames(z, "z"), as_frames(c, "controls")
     if len(z) != len(c):
         raise ValueError(f"z has {len(z)} frames but the controls have {len(c)}")
     return np.concatenate([z, c], axis=1)
@@ -138,7 +138,7 @@ class ConditionalMixture:
             raise ValueError(f"cluster k must be in [0, {self.n_components}), got {k}")
 
     def _check_controls(self, c: np.ndarray) -> np.ndarray:
-        c = _frames(c, "controls")
+        c = as_frames(c, "controls")
         if c.shape[1] != self.n_controls:
             raise ValueError(f"controls must have {self.n_controls} columns {self.control_names}, got {c.shape[1]}")
         return c
@@ -183,7 +183,7 @@ def fit_joint_mixture(z: np.ndarray, c: np.ndarray, n_components: int, covarianc
     Only ``full`` (and ``tied``) covariances can carry a z-c dependence; ``diag``/``spherical``
     fit, but their conditionals equal the unconditional clusters.
     """
-    z = _frames(z, "z")
+    z = as_frames(z, "z")
     gmm = fit_mixture(joint_frames(z, c), n_components, covariance_type, seed, **fit_kwargs)
     return condition_components(gmm, z.shape[1])
 
@@ -217,7 +217,7 @@ def sample_conditional(mixture: ConditionalMixture, cluster: int, f0_scaled: np.
     """z [n_frames, d] from component ``cluster`` given the controls f0_scaled[t], ld_scaled[t] [n_frames].
 
     z_t = μ_z + G (c_t - μ_c) + L_S x_t with x the AR(1)-filtered standard normals of
-    :func:`pipeline.sampling.sample_temporal` (same draws from the same generator state), so ρ = 0
+    :func:`pipeline.prior.samplers.sample_temporal` (same draws from the same generator state), so ρ = 0
     gives independent frames given c and every frame's marginal is exactly N(E[z | c_t], S).
     """
     if not -1.0 < rho < 1.0:
@@ -283,7 +283,7 @@ def heldout_conditional_loglik(mixture: ConditionalMixture, z: np.ndarray, c: np
 
 def marginal_loglik_frames(mixture: ConditionalMixture, z: np.ndarray) -> np.ndarray:
     """log p(z_t) per frame [n] under the z-marginal of the joint mixture (the unconditional twin)."""
-    z = _frames(z, "z")
+    z = as_frames(z, "z")
     return logsumexp(np.log(mixture.weights)[None] + _log_gaussians(z, mixture.mean_z, mixture.marginal_cov_zz),
                      axis=1)
 
@@ -311,7 +311,7 @@ def estimate_conditional_rho(frames: pd.DataFrame, mixture: ConditionalMixture, 
                              labels: np.ndarray | None = None, min_pairs: int = MIN_RHO_PAIRS) -> RhoEstimate:
     """ρ for :func:`sample_conditional`: lag-1 autocorrelation of real z whitened given c in component k.
 
-    Like :func:`pipeline.sampling.estimate_rho`, but the whitening is x = L_S⁻¹ (z - E[z | c]), the
+    Like :func:`pipeline.prior.samplers.estimate_rho`, but the whitening is x = L_S⁻¹ (z - E[z | c]), the
     space where the conditional sampler's AR(1) runs. ``frames`` is a z table (example_id, frame,
     z_0.., f0_hz, loudness_db); frames are assigned by the joint mixture's ``predict`` (or ``labels``).
     """
@@ -344,15 +344,6 @@ def _controls_from(f0_scaled: np.ndarray, ld_scaled: np.ndarray) -> np.ndarray:
     if not len(f0_scaled):
         raise ValueError("the controls have no frames")
     return np.stack([f0_scaled, ld_scaled], axis=1)
-
-
-def _frames(values: np.ndarray, name: str) -> np.ndarray:
-    values = np.asarray(values, np.float64)
-    if values.ndim != 2 or not len(values):
-        raise ValueError(f"{name} must be a non-empty [n_frames, dims] array, got shape {values.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return values
 
 
 def conditional_cluster_rhos(frames: pd.DataFrame, mixture: ConditionalMixture, fixed: float | None) -> dict[int, float]:

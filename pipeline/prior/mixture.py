@@ -40,7 +40,7 @@ def fit_mixture(z_train: np.ndarray, n_components: int, covariance_type: str = "
     ``reg_covar`` is added to every covariance diagonal: z dimensions can be nearly collinear and a
     singular Σ_k would make both the likelihood and the Cholesky factor used for sampling undefined.
     """
-    z_train = _as_frames(z_train, "z_train")
+    z_train = as_frames(z_train, "z_train")
     if covariance_type not in COVARIANCE_TYPES:
         raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
     if not 1 <= n_components <= len(z_train):
@@ -151,11 +151,11 @@ def mixture_metrics(gmm: GaussianMixture, z_train: np.ndarray, z_eval: np.ndarra
     ``heldout_loglik`` are mean log-likelihoods per frame (higher is better). With no held-out frames
     (``z_eval`` None or empty) ``heldout_loglik`` is None, which JSON and MLflow callers can skip.
     """
-    z_train = _as_frames(z_train, "z_train")
+    z_train = as_frames(z_train, "z_train")
     heldout = None
     with single_threaded():
         if z_eval is not None and len(z_eval):
-            heldout = float(gmm.score(_as_frames(z_eval, "z_eval")))
+            heldout = float(gmm.score(as_frames(z_eval, "z_eval")))
         return {
             "bic": float(gmm.bic(z_train)),
             "aic": float(gmm.aic(z_train)),
@@ -179,7 +179,8 @@ def fit_for_k(z_path: Path, params: GmmParams, k: int, seed: int) -> tuple[Gauss
     return gmm, metrics, fit_secs
 
 
-def _as_frames(z: np.ndarray, name: str) -> np.ndarray:
+def as_frames(z: np.ndarray, name: str) -> np.ndarray:
+    """``z`` as a float64 [n_frames, d] array of finite values, or a ValueError naming ``name``."""
     z = np.asarray(z, np.float64)
     if z.ndim != 2 or not len(z):
         raise ValueError(f"{name} must be a non-empty [n_frames, d] array, got shape {z.shape}")

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.mixture import BayesianGaussianMixture
 
 from pipeline.latent.ztable import subsample_rows
-from pipeline.prior.mixture import _as_frames, fit_mixture, single_threaded
+from pipeline.prior.mixture import as_frames, fit_mixture, single_threaded
 
 DEFAULT_MAX_FRAMES = 20_000
 DEFAULT_PATIENCE = 2
@@ -77,15 +77,15 @@ def sweep_k(z_train: np.ndarray, z_heldout: np.ndarray, *, k_min: int = 1, k_max
     sweep stops. The recommended K is the best improving one (the smallest K within
     ``min_improvement`` of everything tried after it). ``recommended_k_at_grid_edge`` is True when
     that is the largest K of the grid, i.e. the sweep ran out of Ks while still improving.
-    ``fit_kwargs`` go to :func:`pipeline.gmm.fit_mixture` (reg_covar, max_iter, n_init, tol).
+    ``fit_kwargs`` go to :func:`pipeline.prior.mixture.fit_mixture` (reg_covar, max_iter, n_init, tol).
     """
     if patience < 1:
         raise ValueError(f"patience must be at least 1, got {patience}")
     if min_improvement < 0:
         raise ValueError(f"min_improvement must be non-negative, got {min_improvement}")
     grid = k_grid(k_min, k_max, step, ks)
-    train = subsample_rows(_as_frames(z_train, "z_train"), max_frames, seed)
-    heldout = subsample_rows(_as_frames(z_heldout, "z_heldout"), max_frames, seed + 1)
+    train = subsample_rows(as_frames(z_train, "z_train"), max_frames, seed)
+    heldout = subsample_rows(as_frames(z_heldout, "z_heldout"), max_frames, seed + 1)
     if heldout.shape[1] != train.shape[1]:
         raise ValueError(f"z_heldout has {heldout.shape[1]} dims but z_train has {train.shape[1]}")
     if grid[-1] > len(train):
@@ -144,7 +144,7 @@ def dirichlet_effective_components(z_train: np.ndarray, max_components: int = 32
     ``weight_concentration_prior`` (γ) defaults to sklearn's 1 / max_components: small γ favours few
     components. Variational inference with a truncation at ``max_components``; seeded k-means init.
     """
-    train = subsample_rows(_as_frames(z_train, "z_train"), max_frames, seed)
+    train = subsample_rows(as_frames(z_train, "z_train"), max_frames, seed)
     if not 1 <= max_components <= len(train):
         raise ValueError(f"max_components must be in [1, {len(train)}], got {max_components}")
     model = BayesianGaussianMixture(n_components=max_components, covariance_type=covariance_type,

@@ -5,7 +5,7 @@ A candidate (the ``train`` stage's model folder and its held-out metrics) become
 champion on ``flows.promote_metric``. The comparison is on the same held-out data: each version
 records a digest of the eval shards it was scored on, and when today's eval data differs the
 champion is scored again on it (a model scored on other data proves nothing). A candidate whose
-weights equal the champion's is not registered twice.
+weights equal those of any registered version (the champion or not) is not registered again.
 """
 from __future__ import annotations
 
@@ -72,6 +72,19 @@ class Registration:
                 "champion_version": self.champion_version}
 
 
+def version_with_weights(client, name: str, weights: str) -> str | None:
+    """The registered version of ``name`` tagged with weights digest ``weights``, if any (all pages)."""
+    token = None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", max_results=200, page_token=token)
+        for version in page:
+            if version.tags.get("weights_sha256") == weights:
+                return str(version.version)
+        token = page.token
+        if not token:
+            return None
+
+
 def register_candidate(root: Path, settings: TrackingParams, metric: str, model_dir: Path, metrics: dict,
                        eval_digest: str, parent_run_id: str | None,
                        rescore: Callable[[Path], dict]) -> Registration:
@@ -95,9 +108,11 @@ def register_candidate(root: Path, settings: TrackingParams, metric: str, model_
         champion = None
 
     champion_version = str(champion.version) if champion is not None else None  # an int from some stores
-    if champion is not None and champion.tags.get("weights_sha256") == weights:
-        return Registration(None, False, f"unchanged: the trained weights are {CHAMPION} version "
-                                         f"{champion_version} already", champion_version)
+    holder = version_with_weights(client, name, weights)
+    if holder is not None:
+        role = f"{CHAMPION} version" if holder == champion_version else "version"
+        return Registration(None, False, f"unchanged: the trained weights are registered as {role} {holder} "
+                                         "already", champion_version)
     champion_metrics = None
     if champion is not None:
         champion_metrics = dict(client.get_run(champion.run_id).data.metrics)

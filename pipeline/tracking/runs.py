@@ -13,6 +13,9 @@ parent through an *execution key*: the Prefect flow (or any caller) names the pa
 and start time), so every stage of one ``dvc repro`` lands under the same parent and the next
 ``dvc repro`` starts a new one. A stage run by hand has its own parent.
 
+A server that is down fails fast: each request is retried ``tracking.max_retries`` times with a
+short backoff (MLflow's defaults wait minutes), then the stage's error names the URI.
+
 Stages log *after* their DVC outputs are complete: a tracking failure raises a clear
 :class:`TrackingError` (or, with ``tracking.on_error: warn``, prints a warning and the stage goes
 on), never touches those outputs, and the outputs never depend on run ids.
@@ -40,6 +43,18 @@ PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
 
 class TrackingError(RuntimeError):
     """MLflow could not be reached or refused a write; DVC outputs are already complete."""
+
+
+RETRY_BACKOFF_FACTOR = 1  # MLflow (urllib3) sleeps factor * 2**(retry - 1) s between retries: 1 s, 2 s, 4 s...
+
+
+def apply_retry_policy(settings: TrackingParams) -> None:
+    """Bound MLflow's HTTP retries and timeouts by ``settings`` (MLflow reads them per request from
+    these environment variables; a file or SQLite store ignores them)."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(RETRY_BACKOFF_FACTOR)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.timeout_secs)
 
 
 def tracking_uri(root: Path, settings: TrackingParams | None = None) -> str:
@@ -90,6 +105,7 @@ class Store:
         from mlflow import MlflowClient
 
         uri = tracking_uri(root, settings)
+        apply_retry_policy(settings)
         try:
             client = MlflowClient(tracking_uri=uri)
             experiment = client.get_experiment_by_name(settings.experiment)
