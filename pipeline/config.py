@@ -226,7 +226,7 @@ class ExtractZParams(_Section):
 class GmmParams(_Section):
     """One Gaussian mixture per cluster count K in ``n_components`` (a DVC matrix stage per K)."""
 
-    n_components: Annotated[list[Annotated[int, Field(ge=1, le=256)]], Field(min_length=1)] = [2, 4, 6, 8, 10, 12, 16]
+    n_components: Annotated[list[Annotated[int, Field(ge=1, le=256)]], Field(min_length=1)] = [4, 8, 16]
     covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
     reg_covar: Annotated[float, Field(gt=0)] = 1e-4
     max_iter: Annotated[int, Field(ge=1)] = 300
@@ -244,6 +244,26 @@ class GmmParams(_Section):
         return ks
 
 
+class ChooseKParams(_Section):
+    """The choose_k stage: a held-out log-likelihood sweep over K on subsampled frames
+    (:func:`pipeline.prior.selection.sweep_k`), stopping once ``patience`` Ks in a row gain less than
+    ``min_improvement`` nats per frame. Its K is the recommended one; fit_gmm@K fits the listed Ks."""
+
+    k_min: Annotated[int, Field(ge=1, le=256)] = 2
+    k_max: Annotated[int, Field(ge=1, le=256)] = 32
+    step: Annotated[int, Field(ge=1, le=64)] = 2
+    patience: Annotated[int, Field(ge=1, le=16)] = 2
+    min_improvement: Annotated[float, Field(ge=0.0)] = 0.01
+    max_frames: Annotated[int, Field(ge=10)] = 10_000  # train and held-out frames each (seeded subsample)
+    n_init: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _range(self) -> "ChooseKParams":
+        if self.k_min > self.k_max:
+            raise ValueError("k_min must not exceed k_max")
+        return self
+
+
 class SampleParams(_Section):
     """Generation per K: which samplers, which conditioning, and when a clip counts as valid."""
 
@@ -252,7 +272,16 @@ class SampleParams(_Section):
     temporal_hold: bool = True  # also the hold-per-note variant of temporal sampling
     rho: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None  # None: estimated per cluster from real z
     conditionings: Annotated[list[Literal[CONDITIONINGS]], Field(min_length=1)] = list(CONDITIONINGS)
-    n_real: Annotated[int, Field(ge=1, le=64)] = 1  # held-out examples whose contours are reused
+    n_real: Annotated[int, Field(ge=1, le=64)] = 8  # held-out examples whose contours (and audio) conditioning `real` reuses
+    # clips per (method, real example): a cluster method draws each clip's cluster from the weights
+    n_draws: Annotated[int, Field(ge=1, le=64)] = 4
+    # spectrograms of real-conditioned clips only for the first this many examples (the ones the report shows)
+    plot_real_examples: Annotated[int, Field(ge=0, le=64)] = 1
+    # train examples (spread over the split) whose audio fits the ddsp 1.x -> 3.x loudness mapping
+    report_scale_examples: Annotated[int, Field(ge=2, le=10_000)] = 32
+    report_scale_method: Literal["isotonic", "quantile"] = "isotonic"
+    # MIDI loudness envelope: `data` (fitted on the train contours) or `default` (fixed constants)
+    midi_envelope: Literal["data", "default"] = "data"
     midi_file: str | None = None  # None: a seeded melody in the corpus style that was never rendered
     # compiled decoding runs fastest one clip per call on CPU (bench/generation_speed.py); more on GPUs
     batch_size: Annotated[int, Field(ge=1, le=256)] = 1
@@ -267,12 +296,22 @@ class SampleParams(_Section):
         return items
 
 
+class AnchorsParams(_Section):
+    """The anchors stage: resynthesis and mean-z clips on every conditioning, once (they do not depend on K).
+    Conditionings, real examples and thresholds are ``sample``'s, so anchors and samples share contours."""
+
+    out_dir: str = "samples/anchors"
+
+
 class EvaluateParams(_Section):
     """Aggregation of the per-clip metrics that sample@K wrote; clip validity itself is sample's."""
 
     # a cluster counts as valid when at least this share of its clips (every per-cluster method
     # and conditioning) is valid; one bad conditioning should not condemn a timbre
     min_valid_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    n_resamples: Annotated[int, Field(ge=10, le=100_000)] = 2000  # bootstrap resamples per 95 % interval
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05  # family-wise error of the paired tests (Holm)
+    kad_max_frames: Annotated[int, Field(ge=10)] = 2000  # MFCC frames per set for kad_to_real (subsampled)
 
 
 class ReportParams(_Section):
@@ -326,7 +365,9 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     extract_z: ExtractZParams = ExtractZParams()
     gmm: GmmParams = GmmParams()
+    choose_k: ChooseKParams = ChooseKParams()
     sample: SampleParams = SampleParams()
+    anchors: AnchorsParams = AnchorsParams()
     evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
     tracking: TrackingParams = TrackingParams()

@@ -14,6 +14,9 @@ from pipeline.config import Params
 METRICS_DIR = "metrics"
 CLIPS_FILE = "clips.csv"    # the manifest of sample@K: one row per clip
 CLIP_DIR = "clips"          # WAV + PNG of every clip
+CONDITIONINGS_FILE = "conditionings.json"  # what the conditionings were fitted to (loudness map, MIDI envelope)
+CONDITIONAL_DIR = "conditional"  # the joint mixture over (z, f0, loudness) inside fit_gmm@K's folder
+REAL_DIR = "real"           # the anchors stage's copy of the real examples' audio (the reference set)
 PREPARE_REPORT = "report.json"
 RECONSTRUCTIONS = "reconstructions"
 
@@ -87,12 +90,20 @@ class Paths:
     def mixture_dir(self, k: int) -> Path:
         return self._at(self.params.gmm.out_dir) / k_name(k)
 
+    def conditional_dir(self, k: int) -> Path:
+        return self.mixture_dir(k) / CONDITIONAL_DIR
+
     @property
     def mixture_metrics_dir(self) -> Path:
         return self._at(self.params.gmm.metrics_dir)
 
     def mixture_metrics(self, k: int) -> Path:
         return self.mixture_metrics_dir / f"{k_name(k)}.json"
+
+    # choose_k
+    @property
+    def choose_k_metrics(self) -> Path:
+        return self._at(f"{METRICS_DIR}/choose_k.json")
 
     # sample@K
     @property
@@ -107,6 +118,15 @@ class Paths:
 
     def sample_metrics(self, k: int) -> Path:
         return self._at(f"{METRICS_DIR}/samples/{k_name(k)}.json")
+
+    # anchors
+    @property
+    def anchors_dir(self) -> Path:
+        return self._at(self.params.anchors.out_dir)
+
+    @property
+    def anchors_metrics(self) -> Path:
+        return self._at(f"{METRICS_DIR}/anchors.json")
 
     # evaluate
     @property

@@ -8,34 +8,51 @@ from __future__ import annotations
 
 # ---- sampling methods (ARCHITECTURE.md, "Sampling methods") ----
 # the values of ``sample.methods``
-METHODS = ("direct", "inverse_transform", "temporal")
+METHODS = ("direct", "inverse_transform", "temporal", "conditional")
+# z from p(z | f0_t, loudness_t) of one cluster of the joint mixture over (z, f0, loudness)
+CONDITIONAL = "conditional"
 # temporal sampling's hold-per-note variant, added by ``sample.temporal_hold``
 TEMPORAL_HOLD = "temporal_hold"
 # every method a clip can carry, in the order tables and plots show them
-ALL_METHODS = (*METHODS, TEMPORAL_HOLD)
+ALL_METHODS = ("direct", "inverse_transform", "temporal", TEMPORAL_HOLD, CONDITIONAL)
 # methods that draw every frame of a clip from one cluster (one clip per cluster)
-CLUSTER_METHODS = ("inverse_transform", "temporal", TEMPORAL_HOLD)
+CLUSTER_METHODS = ("inverse_transform", "temporal", TEMPORAL_HOLD, CONDITIONAL)
 # methods whose frames follow the AR(1) copula, so a clip records its ρ
-TEMPORAL_METHODS = ("temporal", TEMPORAL_HOLD)
+TEMPORAL_METHODS = ("temporal", TEMPORAL_HOLD, CONDITIONAL)
 
 # ---- conditionings: where a clip's f0 and loudness come from ----
-CONDITIONINGS = ("seed", "midi", "real")
+CONDITIONINGS = ("seed", "seed_report_scale", "midi", "real")
+# conditionings whose clips have a real example with the same contours (its audio is the reference)
+REAL = "real"
+
+# ---- anchors: z that is not sampled, decoded on the same contours (the anchors stage) ----
+RESYNTHESIS = "resynthesis"  # the encoder's z of the real example: the ceiling
+MEAN_Z = "mean_z"            # the training z mean held constant: what sampling must beat
+ANCHORS = (RESYNTHESIS, MEAN_Z)
 
 # ---- metrics ----
 # per generated clip (pipeline.metrics.clip), in table order
+# frechet_clip_to_set: one clip's MFCC frames against the whole eval set (rewards variety within a clip);
+# spectral_distance_to_real: ae.gin's SpectralLoss against the real example with the same contours
 CLIP_METRICS = ("f0_rpa", "f0_median_cents", "loudness_l1_db", "hnr_db", "spectral_flatness",
-                "timbre_consistency", "frechet_mfcc", "reencode_loglik")
+                "timbre_consistency", "frechet_clip_to_set", "reencode_loglik", "spectral_distance_to_real")
+SPECTRAL_DISTANCE_TO_REAL = "spectral_distance_to_real"
+# the best (lowest) spectral_distance_to_real of a method's draws on one real example
+BEST_OF_DRAWS = "spectral_distance_to_real_best"
+# per method and conditioning, the generated clips as a set against the real examples' audio
+SET_METRICS = ("kad_to_real", "frechet_to_real")
 VALID_SHARE = "valid_share"
 # the trained autoencoder on held-out audio (pipeline.model.heldout)
 HELDOUT_METRICS = ("loudness_l1_db", "f0_l1_cents", "f0_rpa", "f0_outlier_ratio", "spectral_distance")
 # per fitted mixture (pipeline.prior.mixture)
-MIXTURE_METRICS = ("bic", "aic", "train_loglik", "heldout_loglik")
+MIXTURE_METRICS = ("bic", "aic", "train_loglik", "heldout_loglik", "heldout_conditional_loglik")
 
 HIGHER_IS_BETTER = {
     "f0_rpa": True, "f0_median_cents": False, "loudness_l1_db": False, "hnr_db": True,
-    "spectral_flatness": False, "timbre_consistency": False, "frechet_mfcc": False, "reencode_loglik": True,
+    "spectral_flatness": False, "timbre_consistency": False, "frechet_clip_to_set": False, "reencode_loglik": True,
+    "spectral_distance_to_real": False, BEST_OF_DRAWS: False, "kad_to_real": False, "frechet_to_real": False,
     VALID_SHARE: True, "f0_l1_cents": False, "f0_outlier_ratio": False, "spectral_distance": False,
-    "bic": False, "aic": False, "train_loglik": True, "heldout_loglik": True,
+    "bic": False, "aic": False, "train_loglik": True, "heldout_loglik": True, "heldout_conditional_loglik": True,
 }
 
 # fields that record wall-clock time: logged to MLflow only, never written into DVC-tracked outputs,

@@ -1,17 +1,33 @@
-"""DVC stage ``evaluate``: per-clip metrics of every K -> per method, cluster and K; invalid clusters.
+"""DVC stage ``evaluate``: per-clip metrics of every K and the anchors -> per conditioning, method, cluster
+and K, with bootstrap intervals and paired tests; invalid clusters.
 
 Run as ``python -m stages.evaluate``. Code: :mod:`pipeline.evaluation`. Reads
 ``gmm.metrics_dir/k<K>.json`` and ``sample.out_dir/k<K>/clips.csv`` for the Ks in
-``gmm.n_components`` only. Metrics: ``metrics/evaluate.json``; plots data: ``metrics/evaluate/``
-(CSV); outs: ``reports/evaluate/`` (comparison.csv/.md, invalid_clusters.csv, figures).
+``gmm.n_components`` only, and the anchors (``anchors.out_dir``: clips.csv, real/*.wav). Metrics:
+``metrics/evaluate.json``; plots data: ``metrics/evaluate/`` (CSV); outs: ``reports/evaluate/``
+(comparison.csv/.md, paired_tests.csv, invalid_clusters.csv, figures). Each K's numbers also go to
+that K's MLflow run (the run fit_gmm@K and sample@K log into), so the run and the report agree.
 """
 from __future__ import annotations
 
+import json
+
 from pipeline.config import load_params, project_root
-from pipeline.evaluation.aggregate import evaluate, load_clips, load_gmm_table, write_plots_data, write_report_files
-from pipeline.paths import Paths
+from pipeline.evaluation.aggregate import (
+    EvaluateSettings,
+    evaluate,
+    load_anchors,
+    load_clips,
+    load_gmm_table,
+    real_audio_dir,
+    write_plots_data,
+    write_report_files,
+)
+from pipeline.evaluation.tables import real_reference_frames
+from pipeline.paths import Paths, k_name
 from pipeline.publish import staged_dir, write_json_atomic
-from pipeline.tracking.runs import stage_run
+from pipeline.tracking.runs import k_run, stage_run
+from pipeline.vocab import REAL
 
 
 def main() -> None:
@@ -19,7 +35,14 @@ def main() -> None:
     paths = Paths(params, project_root())
     ks = sorted(params.gmm.n_components)
     clips = load_clips(paths.samples_root, ks)
-    result = evaluate(load_gmm_table(paths.mixture_metrics_dir, ks), clips, params.evaluate.min_valid_share)
+    anchors = load_anchors(paths.anchors_dir)
+    cfg = params.evaluate
+    real_frames = (real_reference_frames(real_audio_dir(paths.anchors_dir), {})
+                   if REAL in params.sample.conditionings else None)
+    settings = EvaluateSettings(cfg.min_valid_share, cfg.n_resamples, cfg.alpha, cfg.kad_max_frames, params.seed)
+    selection = json.loads(paths.choose_k_metrics.read_text()) if paths.choose_k_metrics.is_file() else None
+    result = evaluate(load_gmm_table(paths.mixture_metrics_dir, ks), clips, anchors=anchors, real_frames=real_frames,
+                      settings=settings, selection=selection)
     with staged_dir(paths.evaluate_plots) as staging:
         write_plots_data(result, staging)
     with staged_dir(paths.evaluate_report) as staging:
@@ -36,6 +59,12 @@ def main() -> None:
         run.log_artifact(paths.evaluate_metrics)
         run.log_artifact(paths.evaluate_report, "evaluate")
         run.log_artifact(paths.evaluate_plots, "plots_data")
+    for k in ks:  # the same numbers in each K's run, as stats.<conditioning>.<method>.<metric>.<mean|ci_low|ci_high>
+        with k_run(k, paths.root, params.tracking) as run:
+            per_k = result.metrics["per_k"][k_name(k)]["by_conditioning"]
+            run.log_metrics({"stats": {c: {m: {name: {s: v for s, v in cell.items() if s != "n"}
+                                               for name, cell in entry.items()}
+                                           for m, entry in methods.items()} for c, methods in per_k.items()}})
 
 
 if __name__ == "__main__":

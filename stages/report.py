@@ -32,7 +32,8 @@ def main() -> None:
         # the page and everything it links, at the same relative places as on disk, so the page
         # opened from the artifact store shows its figures and plays its clips
         run.log_artifact(paths.report_page, paths.report_page.parent.relative_to(paths.root).as_posix())
-        for folder in (paths.evaluate_report, *(paths.samples_dir(k) / CLIP_DIR for k in ks)):
+        for folder in (paths.evaluate_report, paths.anchors_dir / CLIP_DIR,
+                       *(paths.samples_dir(k) / CLIP_DIR for k in ks)):
             run.log_artifact(folder, folder.relative_to(paths.root).as_posix())
 
 

@@ -26,7 +26,8 @@ BIN = Path(sys.executable).parent
 STARTUP_SECS = 240  # a first start migrates a new database: ~25 s idle, far more on 2 busy cores
 
 # A pipeline that runs every stage for real in a few minutes on 2 cores: 4 x 5 s of rendered piano,
-# 1 s examples, a tiny model trained 6 steps, two mixtures, every sampling method on one conditioning.
+# 1 s examples, a tiny model trained 6 steps, two mixtures, every sampling method on one conditioning,
+# a K sweep over 1..4 and bootstrap intervals from few resamples.
 TINY_TRAIN = dict(decoder_frame_rate=50, z_dims=4, z_time_steps=32, encoder_rnn_channels=16, decoder_rnn_channels=32,
                   decoder_fc_channels=32, decoder_layers=1, n_harmonics=16, n_noise_bands=8, reverb=True,
                   reverb_length=800, fft_sizes=[512, 128], batch_size=4, learning_rate=3e-3, steps=6,
@@ -38,7 +39,9 @@ TINY_PARAMS = {
                 "n_plot_examples": 1},
     "train": TINY_TRAIN,
     "gmm": {"n_components": [2, 3], "n_init": 1, "max_iter": 100},
-    "sample": {"conditionings": ["seed"], "batch_size": 8},
+    "choose_k": {"k_min": 1, "k_max": 4, "step": 1, "max_frames": 2000},
+    "sample": {"conditionings": ["seed"], "batch_size": 8, "n_real": 1, "n_draws": 1, "report_scale_examples": 2},
+    "evaluate": {"n_resamples": 100, "kad_max_frames": 200},
     "flows": {"stage_retries": 0},
 }
 TINY_KS = TINY_PARAMS["gmm"]["n_components"]

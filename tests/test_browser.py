@@ -49,7 +49,8 @@ def page(browser, tmp_path):
 
 
 def test_report_page_images_load_and_every_clip_has_a_playable_audio_element(tiny_project, page):
-    clips = pd.concat(pd.read_csv(tiny_project / f"samples/k{k}/clips.csv") for k in TINY_KS)
+    clips = pd.concat([*(pd.read_csv(tiny_project / f"samples/k{k}/clips.csv") for k in TINY_KS),
+                       pd.read_csv(tiny_project / "samples/anchors/clips.csv")])  # seed only: every clip is shown
     page.goto((tiny_project / "reports/index.html").as_uri())
     # every K section open and every image eager, so nothing waits on scrolling
     page.evaluate("""() => {
@@ -58,7 +59,7 @@ def test_report_page_images_load_and_every_clip_has_a_playable_audio_element(tin
     }""")
     page.wait_for_function("[...document.images].every(img => img.complete)")
     images = page.eval_on_selector_all("img", "els => els.map(e => [e.getAttribute('src'), e.naturalWidth])")
-    assert len(images) == len(clips) + 3, "a spectrogram per clip and the three evaluation figures"
+    assert len(images) == len(clips) + 3, "a spectrogram per clip (and anchor) and the three evaluation figures"
     broken = [src for src, width in images if width == 0]
     assert not broken, f"images that did not load: {broken[:5]}"
 

@@ -69,7 +69,8 @@ def test_changing_only_the_k_list_reruns_no_training_and_no_extraction(project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     rerun = stages_to_run(project)
     assert {"fit_gmm@5", "sample@5", "evaluate", "report"} <= rerun
-    for stage in ("corpus", "prepare", "train", "extract_z", f"fit_gmm@{old_ks[0]}", f"sample@{old_ks[1]}"):
+    for stage in ("corpus", "prepare", "train", "extract_z", "choose_k", "anchors", f"fit_gmm@{old_ks[0]}",
+                  f"sample@{old_ks[1]}"):
         assert stage not in rerun, f"{stage} would rerun after a change to gmm.n_components only"
 
 
@@ -79,7 +80,7 @@ def test_a_change_inside_one_subpackage_reruns_only_the_stages_that_use_it(proje
     reader = project / "pipeline/latent/ztable.py"
     reader.write_text(reader.read_text() + "\n# an edit to the z-table reader\n")
     # `dvc status` names the stages whose own deps changed; `dvc repro` then reruns what lies downstream
-    users = {"extract_z", *(f"fit_gmm@{k}" for k in ks), *(f"sample@{k}" for k in ks)}
+    users = {"extract_z", "choose_k", "anchors", *(f"fit_gmm@{k}" for k in ks), *(f"sample@{k}" for k in ks)}
     assert stages_to_run(project) == users, "the z table's users rerun, the corpus and training do not"
 
     for name in ("vocab.py", "paths.py", "config.py", "publish.py"):  # infrastructure: reruns nothing more

@@ -24,8 +24,10 @@ def write_z_table(path, n_examples=40, frames=50, dims=3, seed=0):
         z = centre + rng.normal(0, 0.5, (frames, dims))
         split = "eval" if example % 5 == 0 else "train"
         for frame in range(frames):
+            # each cluster (timbre) plays in its own register, so the pitch says which cluster a frame is in
             rows.append({"example_id": f"e{example}", "source": f"f{example}.wav", "split": split, "frame": frame,
-                         "f0_hz": 220.0, "loudness_db": -20.0, **{f"z_{d}": z[frame, d] for d in range(dims)}})
+                         "f0_hz": (110.0, 220.0, 440.0)[example % 3] * (1 + 0.01 * rng.normal()),
+                         "loudness_db": -20.0 + rng.normal(), **{f"z_{d}": z[frame, d] for d in range(dims)}})
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(path)
     return path
@@ -67,6 +69,14 @@ def test_stage_writes_metrics_per_k_and_the_right_k_scores_best(project):
         assert (project / f"models/gmm/k{k}/mixture.json").is_file()
     assert min(metrics, key=lambda k: metrics[k]["bic"]) == 3
     assert metrics[3]["heldout_loglik"] > metrics[1]["heldout_loglik"] + 1.0
+    # the joint mixture beside each unconditional one
+    from pipeline.prior.conditional import load_conditional
+
+    conditional = load_conditional(project / "models/gmm/k3/conditional")
+    assert conditional.n_components == 3 and conditional.n_z == 3
+    # with three components the pitch tells the cluster, so log p(z | f0, loudness) beats log p(z) by a lot
+    assert metrics[3]["heldout_conditional_loglik"] > metrics[3]["heldout_loglik"] + 0.5
+    assert metrics[1]["heldout_conditional_loglik"] < metrics[3]["heldout_conditional_loglik"]
 
 
 def test_k_not_in_params_is_refused(project):

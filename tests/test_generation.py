@@ -1,6 +1,8 @@
 """sample@K and the generate command on a tiny real model: clips, manifest, metrics, determinism."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pretty_midi
@@ -50,7 +52,8 @@ def project(tmp_path_factory):
     write_z_table(root / "data/z/z_frames.parquet", n_examples=24, z_frames=32, z_dims=4)
     params = {"seed": 3, "prepare": {"example_secs": 1.0}, "train": TINY_TRAIN,
               "gmm": {"n_components": [2], "n_init": 1},
-              "sample": {"conditionings": ["seed", "midi", "real"], "batch_size": 4}}
+              "sample": {"conditionings": ["seed", "seed_report_scale", "midi", "real"], "batch_size": 4,
+                         "n_real": 2, "n_draws": 2, "report_scale_examples": 4}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
 
@@ -66,24 +69,65 @@ def test_sample_stage_writes_every_planned_clip_with_its_metrics(in_project):
     from stages import fit_gmm, sample
 
     fit_gmm.main(["--k", "2"])
+    assert (in_project / "models/gmm/k2/conditional/conditional.json").is_file()
     sample.main(["--k", "2"])
     clips = pd.read_csv(in_project / "samples/k2" / CLIPS_FILE)
-    # 3 conditionings x (1 direct + 2 clusters x {inverse_transform, temporal, temporal_hold})
-    assert len(clips) == 3 * (1 + 2 * 3)
-    assert set(clips["method"]) == {"direct", "inverse_transform", "temporal", "temporal_hold"}
-    assert set(clips["conditioning"]) == {"seed", "midi", "real_0"}
+    # 3 constant/MIDI conditionings x (1 direct + 2 clusters x {inverse_transform, temporal, temporal_hold,
+    # conditional}), and on real contours 2 examples x 2 draws x 5 methods
+    assert len(clips) == 3 * (1 + 2 * 4) + 2 * 2 * 5
+    assert set(clips["method"]) == {"direct", "inverse_transform", "temporal", "temporal_hold", "conditional"}
+    assert set(clips["conditioning"]) == {"seed", "seed_report_scale", "midi", "real"}
+    real = clips[clips["conditioning"] == "real"]
+    assert set(real["example"]) == {0, 1} and set(real["draw"]) == {0, 1}
+    assert (clips.loc[clips["conditioning"] != "real", "example"] == -1).all()
+    # the same (example, draw) gives every unconditional cluster method the same cluster, so they pair up
+    per_draw = real[real["method"].isin(["inverse_transform", "temporal", "temporal_hold"])]
+    assert (per_draw.groupby(["example", "draw"])["cluster"].nunique() == 1).all()
     for row in clips.itertuples():
         audio, rate = sf.read(in_project / "samples/k2" / row.wav)
         assert rate == 16000 and len(audio) == 16000
-        assert (in_project / "samples/k2" / row.png).stat().st_size > 1000
-    for name in ("f0_rpa", "hnr_db", "spectral_flatness", "timbre_consistency", "frechet_mfcc", "reencode_loglik"):
+        # spectrograms only for what the report shows: non-real clips and real draw 0 of example 0
+        shown = row.conditioning != "real" or (row.example == 0 and row.draw == 0)
+        assert isinstance(row.png, str) == shown
+        if shown:
+            assert (in_project / "samples/k2" / row.png).stat().st_size > 1000
+    for name in ("f0_rpa", "hnr_db", "spectral_flatness", "timbre_consistency", "frechet_clip_to_set", "reencode_loglik"):
         assert np.isfinite(clips[name]).all(), name
+    assert np.isfinite(real["spectral_distance_to_real"]).all() and (real["spectral_distance_to_real"] > 0).all()
+    assert clips.loc[clips["conditioning"] != "real", "spectral_distance_to_real"].isna().all()
+    fitted = json.loads((in_project / "samples/k2/conditionings.json").read_text())
+    assert fitted["seed_report_scale"]["loudness_db_v3"] > -80.0
+    assert set(fitted["midi_envelope"]["params"]) >= {"floor_db", "peak_db_softest", "peak_db_loudest"}
+    seed_report = clips[clips["conditioning"] == "seed_report_scale"]
+    sf_seed, _ = sf.read(in_project / "samples/k2" / seed_report["wav"].iloc[0])
+    assert sf_seed.std() > 0
     direct = clips[clips["method"] == "direct"]
     assert direct["cluster_weight"].isna().all() and (direct["component_switches"] > 0).all()
     per_cluster = clips[clips["method"] == "inverse_transform"]
     assert (per_cluster["component_switches"] == 0).all()
     assert set(per_cluster["cluster"]) == {0, 1}
     assert clips["invalid_reason"].fillna("").eq("").eq(clips["valid"]).all()
+
+
+def test_anchors_stage_decodes_mean_z_everywhere_and_resynthesis_on_real_contours(in_project):
+    from stages import anchors
+
+    anchors.main()
+    folder = in_project / "samples/anchors"
+    clips = pd.read_csv(folder / CLIPS_FILE)
+    # mean_z on seed, seed_report_scale, midi and 2 real examples; resynthesis on the 2 real examples
+    assert sorted(zip(clips["method"], clips["conditioning"], clips["example"])) == sorted(
+        [("mean_z", c, -1) for c in ("seed", "seed_report_scale", "midi")]
+        + [(m, "real", e) for m in ("mean_z", "resynthesis") for e in (0, 1)])
+    real = clips[clips["conditioning"] == "real"]
+    assert np.isfinite(real["spectral_distance_to_real"]).all()
+    assert sorted(p.name for p in (folder / "real").glob("*.wav")) == ["real_e0.wav", "real_e1.wav"]
+    reference, rate = sf.read(folder / "real/real_e0.wav")
+    assert rate == 16000 and len(reference) == 16000 and np.abs(reference).max() > 0.01
+    # anchors and samples decode the same contours: the same fitted loudness map and envelope
+    if (in_project / "samples/k2/conditionings.json").is_file():
+        assert (folder / "conditionings.json").read_text() == (in_project / "samples/k2/conditionings.json").read_text()
+    assert json.loads((in_project / "metrics/anchors.json").read_text())["real"]["resynthesis"]["n_clips"] == 2
 
 
 def test_generate_plays_a_midi_melody_deterministically(in_project):

@@ -173,7 +173,7 @@ def test_dvc_outs_are_the_paths_module(dvc_yaml):
     expected = {paths.corpus_dir, paths.corpus_metrics, paths.prepared_dir, paths.prepare_plots,
                 paths.prepare_metrics, paths.model_dir, paths.train_metrics, paths.train_loss, paths.z_table,
                 paths.extract_metrics, paths.evaluate_metrics, paths.evaluate_plots, paths.evaluate_report,
-                paths.report_page}
+                paths.report_page, paths.anchors_dir, paths.anchors_metrics, paths.choose_k_metrics}
     expected |= {p for k in ks for p in (paths.mixture_dir(k), paths.mixture_metrics(k), paths.samples_dir(k),
                                          paths.sample_metrics(k))}
     with Repo(str(REPO_ROOT)) as repo:

@@ -12,8 +12,8 @@ from pipeline.metrics.clip import (
     MfccStats,
     clip_metrics,
     f0_accuracy,
+    frechet_clip_to_set,
     frechet_distance,
-    frechet_mfcc,
     hnr_db_from_audio,
     hnr_db_from_controls,
     is_valid,
@@ -116,15 +116,15 @@ def test_timbre_consistency_is_lower_for_a_steady_tone(tone, noise, changing_ton
     assert timbre_consistency(mfcc_frames(0.1 * tone, SR)) == pytest.approx(steady, rel=0.05)
 
 
-def test_frechet_mfcc(tone, noise, changing_tone):
+def test_frechet_clip_to_set(tone, noise, changing_tone):
     reference = mfcc_stats(mfcc_frames(tone, SR))
-    assert frechet_mfcc(mfcc_frames(tone, SR), reference) == pytest.approx(0.0, abs=1e-6)
-    first_half = frechet_mfcc(mfcc_frames(tone[: len(tone) // 2], SR), reference)
-    to_noise = frechet_mfcc(mfcc_frames(noise, SR), reference)
-    to_changing = frechet_mfcc(mfcc_frames(changing_tone, SR), reference)
+    assert frechet_clip_to_set(mfcc_frames(tone, SR), reference) == pytest.approx(0.0, abs=1e-6)
+    first_half = frechet_clip_to_set(mfcc_frames(tone[: len(tone) // 2], SR), reference)
+    to_noise = frechet_clip_to_set(mfcc_frames(noise, SR), reference)
+    to_changing = frechet_clip_to_set(mfcc_frames(changing_tone, SR), reference)
     assert first_half < 0.05 * min(to_noise, to_changing)
     # symmetric, and zero only for identical statistics
-    assert frechet_mfcc(reference, mfcc_frames(noise, SR)) == pytest.approx(to_noise, rel=1e-6)
+    assert frechet_clip_to_set(reference, mfcc_frames(noise, SR)) == pytest.approx(to_noise, rel=1e-6)
 
 
 def test_frechet_distance_closed_form():
@@ -172,11 +172,11 @@ def test_clip_metrics_on_a_clean_tone(tone):
     reference = mfcc_stats(mfcc_frames(tone, SR))
     metrics = clip_metrics(tone, SR, FRAME_RATE, TARGET_F0, loudness + 3.0, reference)
     assert set(metrics) == {"f0_rpa", "f0_median_cents", "loudness_l1_db", "hnr_db", "spectral_flatness",
-                            "timbre_consistency", "frechet_mfcc"}
+                            "timbre_consistency", "frechet_clip_to_set"}
     assert metrics["f0_rpa"] > 0.95
     assert metrics["loudness_l1_db"] == pytest.approx(3.0, abs=1e-4)
     assert metrics["hnr_db"] > 15.0
-    assert metrics["frechet_mfcc"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["frechet_clip_to_set"] == pytest.approx(0.0, abs=1e-6)
     assert is_valid(metrics, min_hnr_db=10.0, min_f0_rpa=0.8) == (True, "hnr_db >= 10 and f0_rpa >= 0.8")
     with_controls = clip_metrics(tone, SR, FRAME_RATE, TARGET_F0, loudness, reference,
                                  harmonic_audio=tone, noise_audio=0.1 * tone)

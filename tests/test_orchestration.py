@@ -17,7 +17,7 @@ from services import TINY_KS, dvc, prefect_env, run, stage_env
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["corpus", "prepare", "train", "extract_z", *(f"fit_gmm@{k}" for k in TINY_KS),
+STAGES = ["corpus", "prepare", "train", "extract_z", "anchors", "choose_k", *(f"fit_gmm@{k}" for k in TINY_KS),
           *(f"sample@{k}" for k in TINY_KS), "evaluate", "report"]
 FLOW_CALL = ("import json, sys; from pipeline.flows.{module} import {name}; "
              "state = {name}(**json.loads(sys.argv[1]), return_state=True); "
@@ -66,8 +66,8 @@ def test_dvc_repro_logs_one_parent_with_a_child_per_stage_and_per_k(tiny_project
     assert len(parents) == 1 and parents[0].data.tags["source"] == "dvc"
     children = runs_of(client, f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
     names = sorted(run.info.run_name for run in children)
-    assert names == sorted(["corpus", "prepare", "train", "extract_z", *(f"K={k}" for k in TINY_KS), "evaluate",
-                            "report"])
+    assert names == sorted(["corpus", "prepare", "train", "extract_z", "choose_k", "anchors",
+                            *(f"K={k}" for k in TINY_KS), "evaluate", "report"])
     assert all(run.info.status == "FINISHED" for run in [*children, *parents])
 
 
@@ -76,18 +76,19 @@ def test_each_k_run_holds_its_mixture_and_sample_metrics_clips_and_manifest(tiny
     for k in TINY_KS:
         (run,) = runs_of(client, f"attributes.run_name = 'K={k}'")
         metrics = run.data.metrics
-        for name in ("bic", "aic", "train_loglik", "heldout_loglik", "weight_0",
-                     "direct.f0_rpa", "inverse_transform.hnr_db", "temporal.timbre_consistency",
-                     "temporal_hold.frechet_mfcc", "inverse_transform.valid_share"):
+        for name in ("bic", "aic", "train_loglik", "heldout_loglik", "heldout_conditional_loglik", "weight_0",
+                     "seed.direct.f0_rpa", "seed.inverse_transform.hnr_db", "seed.temporal.timbre_consistency",
+                     "seed.temporal_hold.frechet_clip_to_set", "seed.conditional.valid_share",
+                     "stats.seed.temporal.hnr_db.mean"):
             assert name in metrics, f"K={k} lacks {name}"
         assert sum(metrics[f"weight_{i}"] for i in range(k)) == pytest.approx(1.0)
         assert run.data.params["k"] == str(k) and run.data.params["gmm.covariance_type"] == "full"
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"clips", "clips.csv", "manifest.json", "mixture"} <= top
         clips = [a.path for a in client.list_artifacts(run.info.run_id, "clips")]
-        # per seed conditioning: 1 direct + K clusters x (inverse_transform, temporal, temporal_hold), WAV + PNG
-        assert sum(path.endswith(".wav") for path in clips) == 1 + 3 * k
-        assert sum(path.endswith(".png") for path in clips) == 1 + 3 * k
+        # per seed conditioning: 1 direct + K clusters x (inverse_transform, temporal, temporal_hold, conditional)
+        assert sum(path.endswith(".wav") for path in clips) == 1 + 4 * k
+        assert sum(path.endswith(".png") for path in clips) == 1 + 4 * k
 
 
 def test_train_run_has_the_loss_curve_held_out_metrics_reconstructions_and_model(tiny_project, mlflow_uri):

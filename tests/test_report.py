@@ -77,8 +77,21 @@ def test_every_image_and_audio_link_exists_on_disk(page):
     for tag, src in index.media:
         assert not src.startswith(("/", "http:", "https:", "file:")), src
         assert (pages_dir / unquote(src)).resolve().is_file(), f"<{tag}> {src} does not exist"
-    # 30 clips (spectrogram + audio each) and the three figures of evaluate
-    assert len(index.media) == 2 * 30 + 3
+    # cards (spectrogram + audio) only for clips with a spectrogram: every seed/midi clip (K=2: 10, K=3: 20),
+    # real ones of example 0 (2 draws x 3 methods at K=2, x 4 at K=3), 4 anchors; plus evaluate's 3 figures
+    assert len(index.media) == 2 * (10 + 20 + 6 + 8 + 4) + 3
+
+
+def test_tables_are_per_conditioning_with_anchors_intervals_and_verdicts(page):
+    root, _ = page
+    html = (root / "reports/index.html").read_text(encoding="utf-8")
+    for conditioning in ("seed", "midi", "real"):
+        assert f"All K (pooled over K) · conditioning {conditioning}" in html
+    assert "<td>resynthesis</td>" in html and "<td>mean_z</td>" in html
+    assert "temporal beats mean_z on spectral_distance_to_real" in html
+    assert "spectral_distance_to_real_best" in html and "kad_to_real" in html
+    assert "The seed report&#x27;s experiment" in html or "The seed report's experiment" in html
+    assert "at the edge of the K tried" in html
 
 
 def test_each_listed_k_has_a_section_and_the_stale_k_none(page):

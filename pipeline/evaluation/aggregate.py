@@ -22,14 +22,27 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline.paths import CLIPS_FILE, k_name  # noqa: E402
-from pipeline.vocab import ALL_METHODS, CLIP_METRICS, VALID_SHARE, method_order, metric_label  # noqa: E402
+from pipeline.evaluation import tables  # noqa: E402
+from pipeline.paths import CLIPS_FILE, REAL_DIR, k_name  # noqa: E402
+from pipeline.vocab import (  # noqa: E402
+    ALL_METHODS,
+    BEST_OF_DRAWS,
+    CLIP_METRICS,
+    CONDITIONAL,
+    REAL,
+    SET_METRICS,
+    VALID_SHARE,
+    method_order,
+    metric_label,
+)
 
 METRICS = CLIP_METRICS
-METHOD_COLORS = dict(zip(ALL_METHODS, ("tab:red", "tab:blue", "tab:green", "tab:purple")))
-GMM_COLUMNS = ("k", "bic", "aic", "train_loglik", "heldout_loglik")
-CLIP_COLUMNS = ("clip_id", "k", "method", "cluster", "cluster_weight", "conditioning", "wav", "png",
+METHOD_COLORS = dict(zip(ALL_METHODS, ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange")))
+GMM_COLUMNS = ("k", "bic", "aic", "train_loglik", "heldout_loglik", "heldout_conditional_loglik")
+CLIP_COLUMNS = ("clip_id", "k", "method", "cluster", "cluster_weight", "conditioning", "example", "draw", "wav", "png",
                 *METRICS, "valid", "invalid_reason")
+# the comparison tables' metrics: every clip metric, then the real conditioning's best-of-draws and set distances
+TABLE_METRICS = (*METRICS, BEST_OF_DRAWS, *SET_METRICS)
 CLUSTER_COLUMNS = ("k", "cluster", "weight", "relative_weight", "n_clips", VALID_SHARE, "invalid",
                    *METRICS, "reasons")
 
@@ -39,6 +52,7 @@ CLUSTERS_CSV = "clusters.csv"
 VS_K_DIR = "vs_k"
 COMPARISON_CSV = "comparison.csv"
 COMPARISON_MD = "comparison.md"
+PAIRED_TESTS_CSV = "paired_tests.csv"
 INVALID_CLUSTERS_CSV = "invalid_clusters.csv"
 METRIC_VS_K_PNG = "metric_vs_k.png"
 MODEL_SELECTION_PNG = "model_selection.png"
@@ -74,12 +88,33 @@ def load_clips(samples_dir: Path, ks: Iterable[int]) -> pd.DataFrame:
             raise ValueError(f"{path} lacks columns {missing}")
         if (clips["k"] != k).any():
             raise ValueError(f"{path} holds clips of K={sorted(set(clips['k']) - {k})}, expected only {k}")
-        frames.append(clips)
-    clips = pd.concat(frames, ignore_index=True)
+        frames.append(clips.assign(folder=str(path.parent)))
+    return _typed(pd.concat(frames, ignore_index=True))
+
+
+def load_anchors(anchors_dir: Path) -> pd.DataFrame:
+    """The anchors stage's manifest (K 0, methods resynthesis and mean_z), typed like :func:`load_clips`."""
+    path = Path(anchors_dir) / CLIPS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no anchor clips: {path} is missing (run the anchors stage)")
+    clips = pd.read_csv(path)
+    missing = [column for column in CLIP_COLUMNS if column not in clips.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}")
+    return _typed(clips.assign(folder=str(path.parent)))
+
+
+def real_audio_dir(anchors_dir: Path) -> Path:
+    return Path(anchors_dir) / REAL_DIR
+
+
+def _typed(clips: pd.DataFrame) -> pd.DataFrame:
     # CSV round trips turn a column of booleans with gaps into text, and empty reasons into NaN
     clips["valid"] = clips["valid"].astype(str).str.lower().isin(("true", "1", "1.0"))
     clips["invalid_reason"] = clips["invalid_reason"].fillna("").astype(str)
-    clips["cluster"] = clips["cluster"].astype(int)
+    clips["png"] = clips["png"].fillna("").astype(str)
+    for column in ("cluster", "example", "draw"):
+        clips[column] = clips[column].astype(int)
     for column in (*METRICS, "cluster_weight"):
         clips[column] = pd.to_numeric(clips[column], errors="coerce")
     return clips
@@ -145,10 +180,13 @@ def summarise_reasons(reasons: Iterable[str], n_clips: int) -> str:
 def cluster_table(clips: pd.DataFrame, min_valid_share: float) -> pd.DataFrame:
     """One row per (K, cluster) over the per-cluster methods' clips; ``invalid`` below ``min_valid_share``.
 
+    ``conditional`` clips are left out: their clusters are the joint mixture's, not these.
+
     ``relative_weight`` is weight x K (1 = a uniform share), so clusters of different K compare.
     """
     rows = []
-    for (k, cluster), group in clips[clips["cluster"] >= 0].groupby(["k", "cluster"], sort=True):
+    unconditional = clips[(clips["cluster"] >= 0) & (clips["method"] != CONDITIONAL)]
+    for (k, cluster), group in unconditional.groupby(["k", "cluster"], sort=True):
         weight = float(group["cluster_weight"].iloc[0])
         valid_share = float(group["valid"].mean())
         rows.append({"k": int(k), "cluster": int(cluster), "weight": weight, "relative_weight": weight * k,
@@ -176,30 +214,48 @@ def weight_vs_validity(clusters: pd.DataFrame) -> dict:
     }
 
 
-def comparison_table(clips: pd.DataFrame) -> pd.DataFrame:
-    """Every method on every metric: pooled over all K (scope 'all'), then per K (scope 'k<K>')."""
-    overall = summarise_methods(clips).assign(scope="all")
-    per_k = summarise_methods(clips, ("k",))
-    per_k = per_k.assign(scope=per_k["k"].map(k_name)).drop(columns="k")
-    table = pd.concat([overall, per_k], ignore_index=True)
-    return table[["scope", *[c for c in table.columns if c != "scope"]]]
+def comparison_table(metrics: dict) -> pd.DataFrame:
+    """The evaluate.json numbers as one long table: scope ('all' pooled over K, or 'k<K>'), conditioning,
+    method, then ``<metric>_mean`` / ``_ci_low`` / ``_ci_high`` of every :data:`TABLE_METRICS`."""
+    rows = []
+    scopes = [("all", metrics["by_conditioning"])]
+    scopes += [(name, entry["by_conditioning"]) for name, entry in metrics["per_k"].items()]
+    for scope, by_cond in scopes:
+        for conditioning, methods in by_cond.items():
+            for method, entry in methods.items():
+                row = {"scope": scope, "conditioning": conditioning, "method": method,
+                       "n_clips": (entry.get(VALID_SHARE) or {}).get("n"),
+                       VALID_SHARE: (entry.get(VALID_SHARE) or {}).get("mean")}
+                for metric in TABLE_METRICS:
+                    cell = entry.get(metric) or {}
+                    for stat in ("mean", "ci_low", "ci_high"):
+                        row[f"{metric}_{stat}"] = cell.get(stat)
+                rows.append(row)
+    return pd.DataFrame(rows).astype({f"{m}_{s}": float for m in TABLE_METRICS for s in ("mean", "ci_low", "ci_high")})
+
+
+def vs_k_conditioning(clips: pd.DataFrame) -> str:
+    """The conditioning the per-K plots show: ``real`` when sampled (the one with a reference), else the first."""
+    present = tables.conditioning_order(clips["conditioning"])
+    return REAL if REAL in present else present[0]
 
 
 def metric_vs_k(clips: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Per metric (and valid_share) a wide table: k, then the mean of each method.
+    """Per metric (and valid_share) a wide table: k, then the mean of each method on one conditioning
+    (:func:`vs_k_conditioning`: means are never pooled over conditionings).
 
     Every method of ALL_METHODS gets a column, empty when it was not sampled: a DVC plot names its y
     columns in dvc.yaml and fails on a missing one.
     """
-    per_k = summarise_methods(clips, ("k",))
+    per_k = summarise_methods(clips[clips["conditioning"] == vs_k_conditioning(clips)], ("k",))
     columns = method_order([*ALL_METHODS, *per_k["method"]])
-    tables = {}
+    tables_out = {}
     for name in (*METRICS, VALID_SHARE):
         value = name if name == VALID_SHARE else f"{name}_mean"
         wide = per_k.pivot(index="k", columns="method", values=value).reindex(columns=columns).reset_index()
         wide.columns.name = None
-        tables[name] = wide
-    return tables
+        tables_out[name] = wide
+    return tables_out
 
 
 @dataclass(frozen=True)
@@ -210,44 +266,88 @@ class Evaluation:
     comparison: pd.DataFrame
     recommended_k: int
     metrics: dict  # the DVC metrics document, JSON-safe
+    paired: pd.DataFrame = None  # every paired test, with its scope
 
 
-def evaluate(gmm: pd.DataFrame, clips: pd.DataFrame, min_valid_share: float) -> Evaluation:
-    """Every aggregate of one run; ``metrics`` nests method -> metric, K -> method, K -> cluster."""
-    clusters = cluster_table(clips, min_valid_share)
-    comparison = comparison_table(clips)
-    recommended = recommend_k(gmm)
+@dataclass(frozen=True)
+class EvaluateSettings:
+    min_valid_share: float = 0.5
+    n_resamples: int = 2000
+    alpha: float = 0.05
+    kad_max_frames: int = 2000
+    seed: int = 0
+
+
+def evaluate(gmm: pd.DataFrame, clips: pd.DataFrame, min_valid_share: float | None = None, *,
+             anchors: pd.DataFrame | None = None, real_frames: np.ndarray | None = None,
+             settings: EvaluateSettings | None = None, selection: dict | None = None) -> Evaluation:
+    """Every aggregate of one run. ``metrics``: ``by_conditioning`` (pooled over K, anchors beside the
+    methods), ``per_k.<K>`` (mixture metrics and ``by_conditioning`` of that K), ``comparisons`` (paired
+    tests on real contours), ``seed_experiment``, clusters and invalid clusters, and the recommended K
+    (the choose_k sweep's when ``selection`` is given, else the lowest BIC)."""
+    settings = settings or EvaluateSettings()
+    if min_valid_share is not None:
+        settings = EvaluateSettings(min_valid_share, settings.n_resamples, settings.alpha, settings.kad_max_frames,
+                                    settings.seed)
+    anchors = anchors if anchors is not None else clips.iloc[:0]
+    boot = dict(n_resamples=settings.n_resamples, seed=settings.seed)
+    clusters = cluster_table(clips, settings.min_valid_share)
+    bic_k = recommend_k(gmm)
+    cache: dict = {}
+
+    def set_metrics(scope_clips: pd.DataFrame) -> dict:
+        if real_frames is None or "folder" not in scope_clips:
+            return {}
+        return tables.set_distances(scope_clips, real_frames, max_frames=settings.kad_max_frames,
+                                    seed=settings.seed, cache=cache)
+
+    everything = pd.concat([clips, anchors], ignore_index=True)
+    ks = sorted(int(k) for k in gmm["k"])
+    paired = []
+
+    def compare(scope: str, scope_clips: pd.DataFrame, scope_ks: list[int]) -> list[dict]:
+        table = tables.paired_comparisons(tables.paired_units(scope_clips, anchors, scope_ks), settings.alpha)
+        if not table.empty:
+            paired.append(table.assign(scope=scope))
+        return tables.comparison_records(table)
+
+    per_k = {}
+    for row in gmm.to_dict("records"):
+        k = int(row["k"])
+        mine = pd.concat([clips[clips["k"] == k], anchors], ignore_index=True)
+        per_k[k_name(k)] = {**_k_metrics(row, clusters),
+                            "by_conditioning": tables.by_conditioning(mine, set_metrics=set_metrics(mine), **boot),
+                            "comparisons": {REAL: compare(k_name(k), clips[clips["k"] == k], [k])}}
+    recommended = int(selection["recommended_k"]) if selection else bic_k
     metrics = {
         "recommended_k": recommended,
+        "recommended_k_at_grid_edge": bool(selection["recommended_k_at_grid_edge"]) if selection else bic_k == max(ks),
+        "recommended_by": "choose_k (held-out log-likelihood sweep)" if selection else "lowest BIC of the listed K",
+        "bic_recommended_k": bic_k,
         "n_clips": len(clips),
-        "methods": _method_metrics(comparison[comparison["scope"] == "all"], with_std=True),
-        "per_k": {k_name(row['k']): _k_metrics(row, comparison, clusters) for row in gmm.to_dict("records")},
+        "by_conditioning": tables.by_conditioning(everything, set_metrics=set_metrics(everything), **boot),
+        "comparisons": {REAL: compare("all", clips, ks)},
+        "seed_experiment": tables.seed_experiment(clips, **boot),
+        "per_k": per_k,
         "clusters": {k_name(k): {f"c{row['cluster']}": _cluster_metrics(row) for row in group.to_dict("records")}
                      for k, group in clusters.groupby("k", sort=True)},
         "invalid_clusters": weight_vs_validity(clusters),
     }
-    return Evaluation(gmm, clips, clusters, comparison, recommended, json_safe(metrics))
+    metrics["recommended_k_listed"] = recommended in ks
+    if selection:
+        metrics["k_sweep"] = selection
+    metrics = json_safe(metrics)
+    return Evaluation(gmm, clips, clusters, comparison_table(metrics), recommended, metrics,
+                      pd.concat(paired, ignore_index=True) if paired else pd.DataFrame())
 
 
-def _method_metrics(rows: pd.DataFrame, with_std: bool) -> dict:
-    out = {}
-    for row in rows.to_dict("records"):
-        entry = {"n_clips": row["n_clips"], VALID_SHARE: row[VALID_SHARE]}
-        for metric in METRICS:
-            entry[metric] = ({"mean": row[f"{metric}_mean"], "std": row[f"{metric}_std"]} if with_std
-                             else row[f"{metric}_mean"])
-        out[row["method"]] = entry
-    return out
-
-
-def _k_metrics(gmm_row: dict, comparison: pd.DataFrame, clusters: pd.DataFrame) -> dict:
+def _k_metrics(gmm_row: dict, clusters: pd.DataFrame) -> dict:
     k = gmm_row["k"]
     mine = clusters[clusters["k"] == k]
     invalid = mine["invalid"].astype(bool)
     return {**{name: gmm_row.get(name, math.nan) for name in GMM_COLUMNS if name != "k"},
             "n_clusters": k, "n_invalid_clusters": int(invalid.sum()),
-            "invalid_weight": float(mine.loc[invalid, "weight"].sum()),
-            "methods": _method_metrics(comparison[comparison["scope"] == k_name(k)], with_std=False)}
+            "invalid_weight": float(mine.loc[invalid, "weight"].sum())}
 
 
 def _cluster_metrics(row: dict) -> dict:
@@ -272,34 +372,51 @@ def json_safe(value):
 
 # ---- tables for people ----
 
-def format_mean_std(mean: float, std: float) -> str:
-    if not np.isfinite(mean):
+def format_mean_ci(mean: float, low: float, high: float) -> str:
+    if mean is None or not np.isfinite(mean):
         return "—"
-    return f"{mean:.3g}" if not np.isfinite(std) else f"{mean:.3g} ± {std:.2g}"
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return f"{mean:.3g}"
+    return f"{mean:.3g} [{low:.3g}, {high:.3g}]"
 
 
 def comparison_cells(rows: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """(header, rows of text) for one scope of :func:`comparison_table`, shared by Markdown and HTML."""
-    header = ["method", "clips", metric_label(VALID_SHARE), *map(metric_label, METRICS)]
-    body = [[row["method"], str(row["n_clips"]), f"{row['valid_share']:.0%}",
-             *[format_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS]]
+    """(header, rows of text) for one (scope, conditioning) of :func:`comparison_table`, shared by
+    Markdown and HTML; columns with no value in any row are left out."""
+    shown = [m for m in TABLE_METRICS if rows[f"{m}_mean"].notna().any()]
+    header = ["method", "clips", metric_label(VALID_SHARE), *map(metric_label, shown)]
+    body = [[row["method"], "—" if pd.isna(row["n_clips"]) else str(int(row["n_clips"])),
+             "—" if pd.isna(row[VALID_SHARE]) else f"{row[VALID_SHARE]:.0%}",
+             *[format_mean_ci(row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"]) for m in shown]]
             for row in rows.to_dict("records")]
     return header, body
 
 
 def scope_title(scope: str) -> str:
-    return "All K (pooled over clips)" if scope == "all" else f"K = {scope[1:]}"
+    return "All K (pooled over K)" if scope == "all" else f"K = {scope[1:]}"
 
 
-def comparison_markdown(table: pd.DataFrame) -> str:
-    lines = ["# Sampling methods compared", "",
-             "Mean ± std over generated clips; ↑ higher is better, ↓ lower is better. `valid` is the share of "
-             "clips passing sample@K's thresholds on hnr_db and f0_rpa.", ""]
-    for scope, rows in table.groupby("scope", sort=False):
+def verdict_lines(paired: pd.DataFrame, scope: str = "all") -> list[str]:
+    """The paired tests of one scope as sentences: 'temporal beats mean_z (median diff -0.4, p_holm 0.003)'."""
+    if paired is None or paired.empty:
+        return []
+    rows = paired[paired["scope"] == scope]
+    return [f"{r.verdict} on {r.metric} (median difference {r.median_diff:.3g} over {r.n} pairs, "
+            f"Holm p = {r.p_holm:.2g})" for r in rows.itertuples()]
+
+
+def comparison_markdown(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
+    lines = ["# Sampling methods compared, per conditioning", "",
+             "Mean [95 % bootstrap interval] over clips; ↑ higher is better, ↓ lower is better. `valid` is the "
+             "share of clips passing sample@K's thresholds on hnr_db and f0_rpa. `resynthesis` (the encoder's z) "
+             "and `mean_z` (the training z mean) are the anchors, decoded on the same contours.", ""]
+    for (scope, conditioning), rows in table.groupby(["scope", "conditioning"], sort=False):
         header, body = comparison_cells(rows)
-        lines += [f"## {scope_title(scope)}", "", "| " + " | ".join(header) + " |",
+        lines += [f"## {scope_title(scope)} · conditioning `{conditioning}`", "", "| " + " | ".join(header) + " |",
                   "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
                   *["| " + " | ".join(cells) + " |" for cells in body], ""]
+        if conditioning == REAL:
+            lines += [f"- {line}" for line in verdict_lines(paired, scope)] + [""]
     return "\n".join(lines)
 
 
@@ -312,19 +429,22 @@ def _method_lines(ax, per_k: pd.DataFrame, column: str) -> None:
 
 
 def plot_metric_vs_k(clips: pd.DataFrame, path: Path) -> Path:
-    """Small multiples: each metric's mean against K, one line per method."""
-    per_k = summarise_methods(clips, ("k",))
+    """Small multiples: each metric's mean against K on one conditioning, one line per method."""
+    conditioning = vs_k_conditioning(clips)
+    per_k = summarise_methods(clips[clips["conditioning"] == conditioning], ("k",))
     names = (*METRICS, VALID_SHARE)
-    fig, axes = plt.subplots(3, 3, figsize=(14, 10), sharex=True)
+    fig, axes = plt.subplots(4, 3, figsize=(14, 13), sharex=True)
     for ax, name in zip(axes.flat, names):
         _method_lines(ax, per_k, name if name == VALID_SHARE else f"{name}_mean")
         ax.set_title(metric_label(name), fontsize=10)
         ax.set_xticks(sorted(per_k["k"].unique()))
         ax.grid(alpha=0.3)
-    for ax in axes[-1]:
+    for ax in list(axes.flat)[len(names) - 3:len(names)]:
         ax.set_xlabel("K (mixture components)")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Generated-clip metrics against K (mean over clips)")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"Generated-clip metrics against K (mean over clips, conditioning {conditioning})")
     return _save(fig, path)
 
 
@@ -332,7 +452,8 @@ def plot_model_selection(gmm: pd.DataFrame, recommended: int, path: Path) -> Pat
     """Information criteria and log-likelihoods against K, the recommended K marked."""
     gmm = gmm.sort_values("k")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, columns in ((left, ("bic", "aic")), (right, ("heldout_loglik", "train_loglik"))):
+    for ax, columns in ((left, ("bic", "aic")), (right, ("heldout_loglik", "train_loglik",
+                                                         "heldout_conditional_loglik"))):
         for column in columns:
             if column in gmm:
                 ax.plot(gmm["k"], gmm[column], marker="o", label=column)
@@ -407,11 +528,13 @@ def write_report_files(evaluation: Evaluation, folder: Path, hnr_threshold: floa
     """Comparison (CSV + Markdown), invalid clusters with reasons, and the three figures."""
     folder = Path(folder)
     evaluation.comparison.to_csv(folder / COMPARISON_CSV, index=False)
-    (folder / COMPARISON_MD).write_text(comparison_markdown(evaluation.comparison))
+    paired = evaluation.paired if evaluation.paired is not None else pd.DataFrame()
+    paired.to_csv(folder / PAIRED_TESTS_CSV, index=False)
+    (folder / COMPARISON_MD).write_text(comparison_markdown(evaluation.comparison, paired))
     invalid = evaluation.clusters[evaluation.clusters["invalid"].astype(bool)]
     invalid[["k", "cluster", "weight", "relative_weight", VALID_SHARE, "n_clips", "reasons"]].to_csv(
         folder / INVALID_CLUSTERS_CSV, index=False)
-    return [folder / COMPARISON_CSV, folder / COMPARISON_MD, folder / INVALID_CLUSTERS_CSV,
+    return [folder / COMPARISON_CSV, folder / PAIRED_TESTS_CSV, folder / COMPARISON_MD, folder / INVALID_CLUSTERS_CSV,
             plot_metric_vs_k(evaluation.clips, folder / METRIC_VS_K_PNG),
             plot_model_selection(evaluation.gmm, evaluation.recommended_k, folder / MODEL_SELECTION_PNG),
             plot_weight_vs_validity(evaluation.clusters, folder / WEIGHT_VS_VALIDITY_PNG, hnr_threshold)]

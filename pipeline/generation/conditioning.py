@@ -3,7 +3,11 @@
 Three kinds, all on the model's frame grid (frame i at i / frame_rate):
 - ``seed``: the report's constants, scaled f0 0.4487863 and scaled loudness 0.39189076, converted
   back with ddsp's own scaling (f0_scaled = midi / 127, ld_scaled = dB / 80 + 1), i.e. A3 at -48.6 dB.
-- ``real``: f0 and loudness contours of held-out examples.
+- ``seed_report_scale``: the same experiment on the scale the report used: its loudness constant read
+  on ddsp 1.x's 120 dB scale and mapped to 3.x dB by the monotone map fitted on this corpus
+  (:mod:`pipeline.audio.report_scale`, fitted by :mod:`pipeline.generation.fits`).
+- ``real``: f0 and loudness contours of held-out examples, one conditioning over all of them; each
+  clip keeps its example index (``Conditioning.example``) and the example's audio is the reference.
 - ``midi``: any monophonic melody (a MIDI file, or notes) -> a held f0 contour and a piano-like
   loudness envelope (attack at a velocity-dependent peak, decay while held, fast release).
 """
@@ -48,6 +52,13 @@ class Conditioning:
     loudness_db: np.ndarray
     voiced: np.ndarray
     onsets: tuple[int, ...] = (0,)  # note-start frames, for the hold-per-note sampler
+    example: int = -1  # the held-out example of a ``real`` conditioning, -1 for the others
+    audio: np.ndarray | None = None  # the real example's audio [n_samples]: the reference of its clips
+
+    @property
+    def key(self) -> str:
+        """Unique per conditioning and example: ``seed``, ``real_e3``."""
+        return self.name if self.example < 0 else f"{self.name}_e{self.example}"
 
     @property
     def n_frames(self) -> int:
@@ -72,12 +83,19 @@ def seed_preset(n_frames: int) -> Conditioning:
     return Conditioning("seed", f0, loudness, np.ones(n_frames, bool))
 
 
-def real_contour(example: dict, name: str) -> Conditioning:
-    """Contours of a prepared example (as read by pipeline.dataset.reader.iter_examples)."""
+def seed_report_scale_preset(n_frames: int, loudness_db: float) -> Conditioning:
+    """The report's pitch (A3) at ``loudness_db``: the report's loudness mapped to ddsp 3.x dB."""
+    f0 = np.full(n_frames, unscale_f0(SEED_F0_SCALED), np.float32)
+    return Conditioning("seed_report_scale", f0, np.full(n_frames, loudness_db, np.float32), np.ones(n_frames, bool))
+
+
+def real_contour(example: dict, name: str = "real", index: int = -1) -> Conditioning:
+    """Contours (and audio, when present) of a prepared example (as read by pipeline.dataset.reader.iter_examples)."""
     voiced = np.asarray(example["f0_confidence"]) >= VOICED_THRESHOLD
     onsets = _onsets_from_pitch(np.asarray(example["f0_hz"]), voiced)
+    audio = np.asarray(example["audio"], np.float32) if "audio" in example else None
     return Conditioning(name, np.asarray(example["f0_hz"], np.float32), np.asarray(example["loudness_db"], np.float32),
-                        voiced, onsets)
+                        voiced, onsets, index, audio)
 
 
 def _onsets_from_pitch(f0_hz: np.ndarray, voiced: np.ndarray, semitone_jump: float = 0.5) -> tuple[int, ...]:
@@ -150,20 +168,37 @@ def read_midi_notes(path: str | Path) -> list[Note]:
 
 
 def conditionings_from_params(params: Params, spec: DatasetSpec, real_examples: Sequence[dict],
-                              root: Path) -> dict[str, Conditioning]:
-    """The conditionings ``sample.conditionings`` asks for, by name: ``seed``, ``midi`` and one
-    ``real_<i>`` per held-out example in ``real_examples`` (the first ``sample.n_real``)."""
+                              root: Path, data=None) -> dict[str, Conditioning]:
+    """The conditionings ``sample.conditionings`` asks for, by key (:attr:`Conditioning.key`): ``seed``,
+    ``seed_report_scale``, ``midi`` and ``real_e<i>`` per held-out example in ``real_examples``.
+
+    ``data`` (:class:`pipeline.generation.fits.ConditioningData`) holds what was fitted on the train
+    split: the loudness mapping (needed for ``seed_report_scale``) and the MIDI envelope (used when
+    ``sample.midi_envelope`` is ``data``).
+    """
     cfg = params.sample
     out: dict[str, Conditioning] = {}
     if "seed" in cfg.conditionings:
         out["seed"] = seed_preset(spec.n_frames)
+    if "seed_report_scale" in cfg.conditionings:
+        if data is None or data.mapping is None:
+            raise ValueError("conditioning seed_report_scale needs the fitted loudness mapping")
+        from pipeline.audio.report_scale import report_loudness_db_v3
+
+        out["seed_report_scale"] = seed_report_scale_preset(spec.n_frames, report_loudness_db_v3(data.mapping))
     if "midi" in cfg.conditionings:
         if cfg.midi_file:
             notes = read_midi_notes(root / cfg.midi_file)
         else:
             notes = generate_melody(params.corpus, params.seed, UNSEEN_MELODY_INDEX).notes
-        out["midi"] = melody_contour(notes, spec.n_frames, spec.frame_rate)
+        envelope = None
+        if cfg.midi_envelope == "data":
+            if data is None or data.envelope is None:
+                raise ValueError("sample.midi_envelope 'data' needs the envelope fitted on the train split")
+            envelope = data.envelope.params
+        out["midi"] = melody_contour(notes, spec.n_frames, spec.frame_rate, envelope=envelope)
     if "real" in cfg.conditionings:
         for i, example in enumerate(real_examples):
-            out[f"real_{i}"] = real_contour(example, f"real_{i}")
+            cond = real_contour(example, "real", i)
+            out[cond.key] = cond
     return out

@@ -7,7 +7,7 @@
   rendered separately (:func:`hnr_db_from_controls`); otherwise estimated from the audio as the
   energy near the harmonics of the target f0 against the rest of the spectrum
   (:func:`hnr_db_from_audio`).
-- ``spectral_flatness``, ``timbre_consistency``, ``frechet_mfcc``: spectral shape on the clip's
+- ``spectral_flatness``, ``timbre_consistency``, ``frechet_clip_to_set``: spectral shape on the clip's
   sounding frames, the last two on MFCCs shared with the real reference audio
   (:func:`mfcc_frames`, :class:`MfccAccumulator`).
 
@@ -226,8 +226,8 @@ def frechet_distance(a: MfccStats, b: MfccStats) -> float:
     return max(0.0, mean_term + float(np.trace(a.cov) + np.trace(b.cov)) - 2.0 * cross_trace)
 
 
-def frechet_mfcc(clip_mfcc: np.ndarray | MfccStats, reference: np.ndarray | MfccStats) -> float:
-    """``frechet_mfcc``: Fréchet distance of a clip's MFCC statistics to the reference's.
+def frechet_clip_to_set(clip_mfcc: np.ndarray | MfccStats, reference: np.ndarray | MfccStats) -> float:
+    """``frechet_clip_to_set``: Fréchet distance of one clip's MFCC statistics to a whole set's (the eval audio).
 
     Either side may be MFCC frames or precomputed :class:`MfccStats` (the held-out reference is
     accumulated once over many files).
@@ -263,7 +263,7 @@ def clip_metrics(audio: np.ndarray, sample_rate: int, frame_rate: int, target_f0
     metrics = {
         "spectral_flatness": spectral_flatness(audio),
         "timbre_consistency": timbre_consistency(mfcc),
-        "frechet_mfcc": frechet_mfcc(mfcc, reference_mfcc_stats) if len(mfcc) >= 2 else math.nan,
+        "frechet_clip_to_set": frechet_clip_to_set(mfcc, reference_mfcc_stats) if len(mfcc) >= 2 else math.nan,
     }
     if harmonic_audio is not None and noise_audio is not None:
         metrics["hnr_db"] = hnr_db_from_controls(harmonic_audio, noise_audio)

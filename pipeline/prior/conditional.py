@@ -345,3 +345,39 @@ def _controls_from(f0_scaled: np.ndarray, ld_scaled: np.ndarray) -> np.ndarray:
         raise ValueError("the controls have no frames")
     return np.stack([f0_scaled, ld_scaled], axis=1)
 
+
+def conditional_cluster_rhos(frames: pd.DataFrame, mixture: ConditionalMixture, fixed: float | None) -> dict[int, float]:
+    """ρ per joint-mixture cluster: ``fixed`` for all, or estimated from real z given c (one predict)."""
+    if fixed is not None:
+        return {k: fixed for k in range(mixture.n_components)}
+    z = z_matrix(frames)
+    c = controls(frames["f0_hz"].to_numpy(), frames["loudness_db"].to_numpy())
+    with single_threaded():
+        labels = mixture.gmm.predict(joint_frames(z, c))
+    return {k: estimate_conditional_rho(frames, mixture, k, labels=labels).rho for k in range(mixture.n_components)}
+
+
+def fit_conditional_for_k(z_path: str | Path, params, k: int, seed: int) -> tuple[ConditionalMixture, dict]:
+    """fit_gmm@K's joint mixture over (z, f0_scaled, ld_scaled) of the (subsampled, as for the
+    unconditional fit) train frames of a z table, with the ``gmm`` section's EM settings, and its
+    held-out scores: ``heldout_conditional_loglik`` (mean log p(z | f0, loudness) per eval frame) and
+    ``heldout_joint_marginal_loglik`` (mean log p(z) of the same mixture, for comparison)."""
+    from pipeline.latent.ztable import read_z_table
+
+    train = read_z_table(z_path, "train")
+    if params.max_train_frames and len(train) > params.max_train_frames:
+        keep = np.sort(np.random.default_rng(seed).choice(len(train), size=params.max_train_frames, replace=False))
+        train = train.iloc[keep]
+    heldout = read_z_table(z_path, "eval")
+    c_train = controls(train["f0_hz"].to_numpy(), train["loudness_db"].to_numpy())
+    mixture = fit_joint_mixture(z_matrix(train), c_train, k, params.covariance_type, seed, reg_covar=params.reg_covar,
+                                max_iter=params.max_iter, n_init=params.n_init, tol=params.tol)
+    metrics: dict = {"heldout_conditional_loglik": None, "heldout_joint_marginal_loglik": None}
+    if len(heldout):
+        z_eval = z_matrix(heldout)
+        c_eval = controls(heldout["f0_hz"].to_numpy(), heldout["loudness_db"].to_numpy())
+        with single_threaded():
+            metrics = {"heldout_conditional_loglik": heldout_conditional_loglik(mixture, z_eval, c_eval),
+                       "heldout_joint_marginal_loglik": float(marginal_loglik_frames(mixture, z_eval).mean())}
+    metrics["conditional_weights"] = [float(w) for w in mixture.weights]
+    return mixture, metrics

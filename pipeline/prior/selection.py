@@ -157,3 +157,19 @@ def dirichlet_effective_components(z_train: np.ndarray, max_components: int = 32
     return DirichletEstimate(n_effective=int(sum(w > weight_threshold for w in weights)), weights=weights,
                              max_components=max_components, weight_threshold=weight_threshold,
                              converged=bool(model.converged_))
+
+
+def sweep_for_params(z_path, params, gmm_params, seed: int) -> KSweep:
+    """choose_k's sweep over a z table's train/eval frames with the ``choose_k`` and ``gmm`` settings.
+
+    The grid is capped by the training frames (a K above them cannot be fitted)."""
+    from pipeline.latent.ztable import z_frames
+
+    z_train, z_eval = z_frames(z_path, "train"), z_frames(z_path, "eval")
+    if not len(z_eval):
+        raise ValueError(f"{z_path}: no eval frames to score the K sweep on")
+    k_max = min(params.k_max, max(params.k_min, min(len(z_train), params.max_frames) - 1))
+    return sweep_k(z_train, z_eval, k_min=params.k_min, k_max=k_max, step=params.step, patience=params.patience,
+                   min_improvement=params.min_improvement, max_frames=params.max_frames,
+                   covariance_type=gmm_params.covariance_type, seed=seed, reg_covar=gmm_params.reg_covar,
+                   max_iter=gmm_params.max_iter, n_init=params.n_init, tol=gmm_params.tol)

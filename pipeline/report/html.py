@@ -25,13 +25,16 @@ from pipeline.evaluation.aggregate import (
     COMPARISON_CSV,
     METRIC_VS_K_PNG,
     MODEL_SELECTION_PNG,
+    PAIRED_TESTS_CSV,
     WEIGHT_VS_VALIDITY_PNG,
     comparison_cells,
+    load_anchors,
     load_clips,
     scope_title,
+    verdict_lines,
 )
-from pipeline.paths import Paths, k_name
-from pipeline.vocab import CLIP_METRICS, TEMPORAL_HOLD, TEMPORAL_METHODS, method_order, metric_label
+from pipeline.paths import CONDITIONINGS_FILE, Paths, k_name
+from pipeline.vocab import CLIP_METRICS, CONDITIONAL, REAL, TEMPORAL_HOLD, TEMPORAL_METHODS, method_order, metric_label
 
 PAGE = Template("""<!doctype html>
 <html lang="en">
@@ -93,6 +96,10 @@ class Page:
     clips: pd.DataFrame              # evaluation.load_clips plus wav_href / png_href
     figures: list[tuple[str, str]]   # (caption, href)
     expand: str                      # which K sections start open: recommended | all | none
+    anchors: pd.DataFrame = None     # the anchors stage's clips plus hrefs
+    paired: pd.DataFrame = None      # evaluate's paired tests (paired_tests.csv)
+    summary: dict = None             # metrics/evaluate.json
+    fitted: dict = None              # the anchors' conditionings.json (loudness map, MIDI envelope)
 
 
 def href(target: Path, page_dir: Path) -> str:
@@ -101,12 +108,16 @@ def href(target: Path, page_dir: Path) -> str:
 
 
 def with_hrefs(clips: pd.DataFrame, samples_dir: Path, page_dir: Path) -> pd.DataFrame:
-    """``clips`` plus links to each clip's WAV and spectrogram (their paths are relative to samples/k<K>)."""
-    def link(k: int, relative: str) -> str:
-        return href(Path(samples_dir) / k_name(k) / relative, page_dir)
+    """``clips`` plus links to each clip's WAV and spectrogram (paths relative to the clip's ``folder``,
+    else samples/k<K>); a clip without a spectrogram gets an empty ``png_href``."""
+    folders = (clips["folder"] if "folder" in clips else
+               [str(Path(samples_dir) / k_name(k)) for k in clips["k"]])
 
-    return clips.assign(wav_href=[link(k, p) for k, p in zip(clips["k"], clips["wav"])],
-                        png_href=[link(k, p) for k, p in zip(clips["k"], clips["png"])])
+    def link(folder: str, relative: str) -> str:
+        return href(Path(folder) / relative, page_dir) if relative else ""
+
+    return clips.assign(wav_href=[link(f, p) for f, p in zip(folders, clips["wav"])],
+                        png_href=[link(f, p) for f, p in zip(folders, clips["png"])])
 
 
 def params_summary(params: Params) -> dict[str, str]:
@@ -121,6 +132,7 @@ def params_summary(params: Params) -> dict[str, str]:
         "covariance": params.gmm.covariance_type,
         "methods": ", ".join(methods),
         "conditionings": ", ".join(sample.conditionings),
+        "real contours": f"{sample.n_real} held-out examples x {sample.n_draws} draws per method",
         "rho": "estimated per cluster" if sample.rho is None else f"{sample.rho:g}",
         "clip valid when": f"hnr_db ≥ {sample.min_hnr_db:g} dB and f0_rpa ≥ {sample.min_f0_rpa:g}",
         "cluster valid when": f"≥ {params.evaluate.min_valid_share:.0%} of its clips are valid",
@@ -128,7 +140,8 @@ def params_summary(params: Params) -> dict[str, str]:
 
 
 def render_page(page: Page) -> str:
-    body = "\n".join([_header(page), _figures(page.figures), _comparison(page.comparison),
+    body = "\n".join([_header(page), _seed_experiment(page), _figures(page.figures),
+                      _comparison(page.comparison, page.paired), _anchors(page),
                       _invalid_clusters(page.clusters, page.clips), _clips(page)])
     return PAGE.substitute(title=escape(page.title), css=CSS, body=body)
 
@@ -138,13 +151,69 @@ def render_page(page: Page) -> str:
 def _header(page: Page) -> str:
     rows = "".join(f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in page.params.items())
     return (f"<header>\n<h1>{escape(page.title)}</h1>\n"
-            f"<p class=\"recommended\">Recommended K = {page.recommended_k} (lowest BIC; a tie goes to the higher "
-            f"held-out log-likelihood)</p>\n<p>{escape(_weight_sentence(page.weight_summary))}</p>\n"
+            f"<p class=\"recommended\">{escape(_recommended_sentence(page))}</p>\n"
+            f"<p>{escape(_weight_sentence(page.weight_summary))}</p>\n"
             f"<table class=\"params\">{rows}</table>\n"
             "<p><small>Audio and spectrograms are linked from the sample stage's folder, not copied: open this "
             "page inside the project folder, or in a copy that keeps that folder beside <code>reports/</code>."
             "</small></p>\n"
             "</header>")
+
+
+def _recommended_sentence(page: Page) -> str:
+    summary = page.summary or {}
+    text = f"Recommended K = {page.recommended_k} ({summary.get('recommended_by', 'lowest BIC of the listed K')})"
+    if summary.get("recommended_k_at_grid_edge"):
+        text += "; it is at the edge of the K tried, so a larger K might do better"
+    sweep = summary.get("k_sweep") or {}
+    if not summary.get("recommended_k_listed", True):
+        text += (f"; K = {page.recommended_k} is not among the listed K (gmm.n_components), so it has no section "
+                 "below: add it to the list to render it")
+    if sweep.get("ks"):
+        text += "; sweep: " + ", ".join(f"K={k}: {v:.3f}" for k, v in zip(sweep["ks"], sweep["heldout_loglik"]))
+    bic = summary.get("bic_recommended_k")
+    if bic is not None and bic != page.recommended_k:
+        text += f"; the lowest BIC among the listed K is at K = {bic}"
+    return text + "."
+
+
+def _seed_experiment(page: Page) -> str:
+    """The seed report's experiment: direct vs per-cluster at constant pitch and loudness, per seed conditioning."""
+    experiment = (page.summary or {}).get("seed_experiment") or {}
+    if not experiment:
+        return ""
+    fitted = (page.fitted or {}).get("seed_report_scale") or {}
+    parts = ["<section id=\"seed-experiment\">\n<h2>The seed report's experiment</h2>",
+             "<p>Constant pitch (A3) and loudness; direct sampling against per-cluster sampling (inverse_transform, "
+             "temporal, temporal_hold pooled over K), judged by hnr_db and spectral_flatness.</p>"]
+    if fitted:
+        parts.append(f"<p><code>seed</code> reads the report's loudness 0.39189076 on ddsp 3.x's 80 dB scale "
+                     f"(-48.6 dB); <code>seed_report_scale</code> reads it on ddsp 1.x's 120 dB scale "
+                     f"({_num(fitted.get('report_loudness_db_v1'))} dB) mapped to 3.x by a {escape(fitted['method'])} "
+                     f"fit on {fitted['n_frames']} frames of this corpus: {_num(fitted.get('loudness_db_v3'))} dB.</p>")
+    rows = []
+    for conditioning, entry in experiment.items():
+        for group in ("direct", "per_cluster"):
+            cell = entry.get(group, {})
+            rows.append([conditioning, group, _share(cell.get("valid_share")), _ci_text(cell.get("hnr_db")),
+                         _ci_text(cell.get("spectral_flatness"))])
+        rows.append([conditioning, "direct noisier?", "",
+                     "yes, as in the seed report" if entry.get("direct_noisier")
+                     else "no: these numbers disagree with the seed report", ""])
+    parts.append(_table(["conditioning", "sampling", "valid clips", "hnr_db ↑", "spectral_flatness ↓"], rows))
+    return "\n".join(parts) + "\n</section>"
+
+
+def _share(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.0%}"
+
+
+def _ci_text(cell) -> str:
+    if not cell or cell.get("mean") is None:
+        return "—"
+    if cell.get("ci_low") is None or cell.get("ci_high") is None:
+        return _num(cell["mean"])
+    return f"{_num(cell['mean'])} [{_num(cell['ci_low'])}, {_num(cell['ci_high'])}]"
 
 
 def _weight_sentence(summary: dict) -> str:
@@ -171,16 +240,35 @@ def _table(header: list[str], body: list[list[str]]) -> str:
     return f"<table>\n<tr>{head}</tr>\n{rows}</table>"
 
 
-def _comparison(table: pd.DataFrame) -> str:
-    parts = ["<section id=\"comparison\">\n<h2>Sampling methods compared</h2>",
-             "<p>Mean ± std over generated clips; ↑ higher is better, ↓ lower is better.</p>"]
-    for scope, rows in table.groupby("scope", sort=False):
+def _comparison(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
+    parts = ["<section id=\"comparison\">\n<h2>Sampling methods compared, per conditioning</h2>",
+             "<p>Mean [95 % bootstrap interval] over clips; ↑ higher is better, ↓ lower is better. "
+             "<code>resynthesis</code> (the encoder's z of the real example) and <code>mean_z</code> (the training "
+             "z mean) are the anchors, on the same contours. On <code>real</code>, "
+             "spectral_distance_to_real_best is the best of a method's draws per example; kad_to_real and "
+             "frechet_to_real compare a method's clips as a set with the real examples. A verdict says "
+             "\"A beats B\" only when the Holm-corrected paired Wilcoxon test says so.</p>"]
+    for (scope, conditioning), rows in table.groupby(["scope", "conditioning"], sort=False):
         rendered = _table(*comparison_cells(rows))
+        if conditioning == REAL:
+            lines = verdict_lines(paired, scope)
+            if lines:
+                rendered += "\n<ul>" + "".join(f"<li>{escape(line)}</li>" for line in lines) + "</ul>"
+        title = f"{scope_title(scope)} · conditioning {conditioning}"
         if scope == "all":
-            parts.append(f"<h3>{escape(scope_title(scope))}</h3>\n{rendered}")
+            parts.append(f"<h3>{escape(title)}</h3>\n{rendered}")
         else:
-            parts.append(f"<details><summary>{escape(scope_title(scope))}</summary>\n{rendered}</details>")
+            parts.append(f"<details><summary>{escape(title)}</summary>\n{rendered}</details>")
     return "\n".join(parts) + "\n</section>"
+
+
+def _anchors(page: Page) -> str:
+    if page.anchors is None or page.anchors.empty:
+        return ""
+    shown = page.anchors[page.anchors["png_href"] != ""]
+    cards = "\n".join(_card(clip) for clip in shown.to_dict("records"))
+    return ("<section id=\"anchors\">\n<h2>Anchors (the same contours, z not sampled)</h2>\n"
+            f"<div class=\"cards\">\n{cards}\n</div>\n</section>")
 
 
 def _anchor(k: int, method: str, cluster: int) -> str:
@@ -220,7 +308,8 @@ def _k_summary(k: int, page: Page) -> str:
     parts = [f"<b>K = {k}</b>"]
     if k == page.recommended_k:
         parts.append("<span class=\"recommended\">★ recommended</span>")
-    parts += [f"BIC {_num(stats.get('bic'))}", f"held-out LL {_num(stats.get('heldout_loglik'))}"]
+    parts += [f"BIC {_num(stats.get('bic'))}", f"held-out LL {_num(stats.get('heldout_loglik'))}",
+              f"held-out LL given f0 and loudness {_num(stats.get('heldout_conditional_loglik'))}"]
     n_invalid = stats.get("n_invalid_clusters", 0)
     parts.append(f"<span class=\"bad\">{n_invalid} invalid cluster(s)</span>" if n_invalid else "no invalid cluster")
     return " · ".join(parts)
@@ -233,9 +322,12 @@ def _method(k: int, method: str, clips: pd.DataFrame, clusters: pd.DataFrame) ->
 
 
 def _cluster_block(k: int, method: str, cluster: int, clips: pd.DataFrame, clusters: pd.DataFrame) -> str:
-    cards = "\n".join(_card(clip) for clip in clips.to_dict("records"))
+    # cards for the clips with a spectrogram: every non-real clip, real ones of the first examples
+    cards = "\n".join(_card(clip) for clip in clips.to_dict("records") if clip["png_href"])
     if cluster < 0:
         title, invalid, note = "all clusters (each frame picks its own component)", False, ""
+    elif method == CONDITIONAL or cluster not in clusters.index:
+        title, invalid, note = f"cluster {cluster} of the joint mixture over (z, f0, loudness)", False, ""
     else:
         row = clusters.loc[cluster]
         invalid = bool(row["invalid"])
@@ -252,11 +344,12 @@ def _card(clip: dict) -> str:
     status = ("<span>valid</span>" if clip["valid"]
               else f"<span class=\"bad\">invalid: {escape(clip['invalid_reason'] or 'no reason given')}</span>")
     rho = f" · ρ = {_num(clip.get('rho'))}" if clip["method"] in TEMPORAL_METHODS else ""
-    return (f"<figure class=\"clip{'' if clip['valid'] else ' invalid'}\">\n"
-            f"<img src=\"{escape(clip['png_href'])}\" alt=\"spectrogram of {escape(clip['clip_id'])}\" "
-            "loading=\"lazy\">\n"
+    image = (f"<img src=\"{escape(clip['png_href'])}\" alt=\"spectrogram of {escape(clip['clip_id'])}\" "
+             "loading=\"lazy\">\n") if clip["png_href"] else ""
+    label = clip["conditioning"] if clip.get("example", -1) < 0 else f"{clip['conditioning']} e{clip['example']}"
+    return (f"<figure class=\"clip{'' if clip['valid'] else ' invalid'}\">\n{image}"
             f"<audio controls preload=\"none\" src=\"{escape(clip['wav_href'])}\"></audio>\n"
-            f"<figcaption><b>{escape(str(clip['conditioning']))}</b>{rho} · {status}\n"
+            f"<figcaption><b>{escape(str(label))}</b> {escape(str(clip['method']))}{rho} · {status}\n"
             f"<table>{rows}</table></figcaption>\n</figure>")
 
 
@@ -275,10 +368,16 @@ def build_page(params: Params, paths: Paths) -> Page:
         raise ReportInputsStale(f"{paths.evaluate_metrics} covers K={evaluated} but gmm.n_components is {ks}; "
                                 "run evaluate first")
     page_dir = paths.report_page.parent
+    paired_path = paths.evaluate_report / PAIRED_TESTS_CSV
+    paired = pd.read_csv(paired_path) if paired_path.is_file() and paired_path.stat().st_size > 1 else pd.DataFrame()
+    fitted_path = paths.anchors_dir / CONDITIONINGS_FILE
     return Page(title=params.report.title, params=params_summary(params), recommended_k=summary["recommended_k"],
                 per_k=summary["per_k"], weight_summary=summary["invalid_clusters"],
                 comparison=pd.read_csv(paths.evaluate_report / COMPARISON_CSV),
                 clusters=pd.read_csv(paths.evaluate_plots / CLUSTERS_CSV),
                 clips=with_hrefs(load_clips(paths.samples_root, ks), paths.samples_root, page_dir),
                 figures=[(caption, href(paths.evaluate_report / name, page_dir)) for caption, name in FIGURES],
-                expand=params.report.expand)
+                expand=params.report.expand,
+                anchors=with_hrefs(load_anchors(paths.anchors_dir), paths.samples_root, page_dir),
+                paired=paired, summary=summary,
+                fitted=json.loads(fitted_path.read_text()) if fitted_path.is_file() else {})

@@ -280,6 +280,6 @@ def log_mixture(run: Run | NullRun, params: Params, k: int, metrics: dict, folde
     fit_gmm@K logs it, and sample@K again (identical values), so the K run is complete when
     fit_gmm@K was cached."""
     run.log_params({"seed": params.seed, "k": k, "gmm": params.gmm.model_dump(exclude={"n_components"})})
-    run.log_metrics({key: value for key, value in metrics.items() if key != "weights"})
+    run.log_metrics({key: value for key, value in metrics.items() if key not in ("weights", "conditional_weights")})
     run.log_metrics({f"weight_{i}": w for i, w in enumerate(metrics["weights"])})
     run.log_artifact(folder, "mixture")
