@@ -39,14 +39,14 @@ from pipeline.generation.longform import (
 from pipeline.generation.plans import ClipPlan
 from pipeline.paths import Paths
 from pipeline.prior.mixture import META_FILE, load_mixture
-from pipeline.vocab import ALL_METHODS
+from pipeline.vocab import MIXTURE_METHODS
 
 GENERATE_HELP = "a sound from pitch + loudness + z sampled from a fitted mixture (no input audio)"
 
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    add_melody_arguments(parser, ALL_METHODS)
+    add_melody_arguments(parser, MIXTURE_METHODS)
     parser.add_argument("--out", type=Path, required=True, help="output WAV; a spectrogram PNG is written beside it")
 
 

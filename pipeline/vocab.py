@@ -7,14 +7,16 @@ and checks rely on (DVC metrics keys, MLflow metric keys, clip manifests).
 from __future__ import annotations
 
 # ---- sampling methods (ARCHITECTURE.md, "Sampling methods") ----
-# the values of ``sample.methods``
-METHODS = ("direct", "inverse_transform", "temporal", "conditional")
 # z from p(z | f0_t, loudness_t) of one cluster of the joint mixture over (z, f0, loudness)
 CONDITIONAL = "conditional"
 # temporal sampling's hold-per-note variant, added by ``sample.temporal_hold``
 TEMPORAL_HOLD = "temporal_hold"
+# the values of ``sample.methods``
+METHODS = ("direct", "inverse_transform", "temporal", CONDITIONAL)
+# the methods that draw from the unconditional mixture alone (what `gddsp generate` and `stream` offer)
+MIXTURE_METHODS = ("direct", "inverse_transform", "temporal", TEMPORAL_HOLD)
 # every method a clip can carry, in the order tables and plots show them
-ALL_METHODS = ("direct", "inverse_transform", "temporal", TEMPORAL_HOLD, CONDITIONAL)
+ALL_METHODS = (*MIXTURE_METHODS, CONDITIONAL)
 # methods that draw every frame of a clip from one cluster (one clip per cluster)
 CLUSTER_METHODS = ("inverse_transform", "temporal", TEMPORAL_HOLD, CONDITIONAL)
 # methods whose frames follow the AR(1) copula, so a clip records its ρ

@@ -18,7 +18,7 @@ import soundfile as sf
 
 from pipeline.config import load_params, project_root
 from pipeline.generation.longform import add_melody_arguments
-from pipeline.vocab import ALL_METHODS
+from pipeline.vocab import MIXTURE_METHODS
 
 EXPORT_HELP = ("write the streaming model of the trained autoencoder: TFLite + SavedModel + host module + "
                "manifest")
@@ -52,7 +52,7 @@ def export(args: argparse.Namespace) -> None:
 
 
 def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
-    add_melody_arguments(parser, ALL_METHODS)
+    add_melody_arguments(parser, MIXTURE_METHODS)
     parser.add_argument("--export-dir", type=Path, default=None, help="the export folder (default: export.out_dir)")
     parser.add_argument("--quantized", choices=("float16", "int8"), default=None,
                         help="play a weight-quantised model of the export instead of the float32 one")
