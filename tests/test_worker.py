@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 STAGES = ["corpus", "prepare", "train", "extract_z", *(f"fit_gmm@{k}" for k in TINY_KS),
           *(f"sample@{k}" for k in TINY_KS), "evaluate", "report"]
 RUN_DEADLINE_SECS = 900  # a flow run of the tiny copy: worker start-up, 13 dvc status calls, one stage
+LOG_DEADLINE_SECS = 60  # for the last log lines of a finished flow run to reach the server
 SCHEDULE_LEAD_SECS = 60  # ahead of now: the scheduler (every 5 s here) must see the schedule before it is due
 
 
@@ -131,12 +132,17 @@ def assert_completed_with_stage_states(prefect_api, flow_run, expected: dict[str
     states = task_states(prefect_api, flow_run.id)
     assert {name: (state.type.value, state.message) for name, state in states.items()} == {
         name: ("COMPLETED", outcome) for name, outcome in expected.items()}
-    logs = "\n".join(logs_of(prefect_api, flow_run.id))
+    ran = [stage for stage, outcome in expected.items() if outcome == "ran"]
+    summary = f"ran {len(ran)} stage(s){': ' + ', '.join(ran) if ran else ''}"
+    # the worker's log handler ships records in batches, so the flow's last lines may reach the server
+    # a moment after its final state does
+    deadline = time.monotonic() + LOG_DEADLINE_SECS
+    while summary not in (logs := "\n".join(logs_of(prefect_api, flow_run.id))) and time.monotonic() < deadline:
+        time.sleep(1)
     for stage, outcome in expected.items():
         if outcome == "cached":
             assert f"stage {stage}: cached" in logs, f"no cached line for {stage} in the flow run's logs"
-    ran = [stage for stage, outcome in expected.items() if outcome == "ran"]
-    assert f"ran {len(ran)} stage(s){': ' + ', '.join(ran) if ran else ''}" in logs
+    assert summary in logs, f"no summary line {summary!r} in the flow run's logs"
     assert json.loads(run(dvc("status", "--json"), project, stage_env()) or "{}") == {}, "dvc status is clean"
 
 
