@@ -32,11 +32,11 @@ from pipeline.vocab import WALL_CLOCK_FIELDS
 pytestmark = pytest.mark.slow
 
 KILL_ENV = "GDDSP_TEST_KILL_STAGE"  # the stage command (argv after the interpreter) to stop and kill
+OUTS_ENV = "GDDSP_TEST_KILL_OUTS"  # the stage's DVC outs: publishing one of them is where the kill lands
 PID_FILE = "killed-stage.pid"
 SECTIONS = {"tracking": {"enabled": False}}  # tracking outages are tested in test_tracking.py
-# choose_k is left out here: its one out is a metrics file written through a temporary file, not a
-# `.partial` rename, so the hook cannot stop it; it is built (upstream of evaluate) and compared all the same
-STAGES = ["corpus", "prepare", "train", "extract_z", "anchors", "fit_gmm@2", "sample@2", "evaluate", "report"]
+STAGES = ["corpus", "prepare", "train", "extract_z", "choose_k", "anchors", "fit_gmm@2", "sample@2", "evaluate",
+          "report"]
 STAGE_DEADLINE_SECS = 900
 
 SITECUSTOMIZE = f'''\
@@ -44,19 +44,22 @@ import os, signal, sys
 
 if os.environ.get({KILL_ENV!r}, "").split() == sys.orig_argv[1:]:
     _replace, _rename = os.replace, os.rename
+    _outs = [os.path.abspath(p) for p in os.environ.get({OUTS_ENV!r}, "").split(os.pathsep) if p]
 
-    def _stop_before_publishing(src):
-        if str(src).endswith(".partial"):
+    def _stop_before_publishing(src, dst):
+        # only a rename that publishes one of the stage's outs (not, say, a checkpoint's bookkeeping)
+        target = os.path.abspath(dst)
+        if str(src).endswith(".partial") and any(target == out or target.startswith(out + os.sep) for out in _outs):
             with open({PID_FILE!r}, "w") as handle:
                 handle.write(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGSTOP)  # the test kills us here with SIGKILL
 
     def replace(src, dst, *args, **kwargs):
-        _stop_before_publishing(src)
+        _stop_before_publishing(src, dst)
         return _replace(src, dst, *args, **kwargs)
 
     def rename(src, dst, *args, **kwargs):
-        _stop_before_publishing(src)
+        _stop_before_publishing(src, dst)
         return _rename(src, dst, *args, **kwargs)
 
     os.replace, os.rename = replace, rename
@@ -87,7 +90,8 @@ def kill_at_publication(project: Path, stage: str, hook: Path) -> str:
     """`dvc repro <stage>` (upstream stages run normally); the stage itself is SIGKILLed before it publishes."""
     pid_file = project / PID_FILE
     pid_file.unlink(missing_ok=True)
-    env = stage_env(**{KILL_ENV: " ".join(stage_command(stage)), "PYTHONPATH": str(hook)})
+    outs = os.pathsep.join(str(path) for path in stage_outs(project, stage))
+    env = stage_env(**{KILL_ENV: " ".join(stage_command(stage)), OUTS_ENV: outs, "PYTHONPATH": str(hook)})
     log = project / f"kill-{stage}.log"
     with log.open("w") as out:
         process = subprocess.Popen(dvc("repro", stage), cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
