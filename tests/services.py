@@ -67,6 +67,17 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
     raise TimeoutError(f"{url} not healthy after {STARTUP_SECS} s:\n{log.read_text()[-3000:]}")
 
 
+def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM a process started with ``start_new_session`` and its children; SIGKILL after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @contextmanager
 def server(cmd: list[str], health_url: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
     with log.open("w") as out:
@@ -75,13 +86,7 @@ def server(cmd: list[str], health_url: str, env: dict[str, str], log: Path) -> I
         wait_healthy(health_url, process, log)
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
 
 
 @contextmanager

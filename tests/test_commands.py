@@ -9,11 +9,9 @@ would, so a key missing there fails as before ("Key ... is not in struct"), but 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from services import REPO_ROOT, make_tiny_project, prefect_env, stage_env
+from services import REPO_ROOT, make_tiny_project, prefect_env, stage_env, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -160,11 +158,5 @@ def test_mlflow_ui_serves_the_runs(clone):
             body = response.read()
             assert b"experiments" in body and (b"generative-ddsp" in body or not has_runs)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
         shutil.rmtree(root / "mlruns" / ".trash", ignore_errors=True)

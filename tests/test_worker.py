@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from services import BIN, REPO_ROOT, TINY_KS, dvc, prefect_env, run, stage_env
+from services import BIN, REPO_ROOT, TINY_KS, dvc, prefect_env, run, stage_env, stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -57,13 +56,7 @@ def prefect_worker(prefect_api, mlflow_uri: str, log: Path) -> Iterator[subproce
     try:
         yield process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process, 60)
 
 
 async def _with_client(api_url: str, work):
