@@ -15,6 +15,7 @@ measurements (``pipeline.vocab.WALL_CLOCK_FIELDS``) never enter a DVC out, which
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -22,7 +23,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from services import dvc, make_tiny_project, run, stage_env
@@ -159,7 +159,8 @@ def test_kill_9_of_any_stage_leaves_no_complete_looking_output_and_dvc_repro_the
 def wall_clock_keys(path: Path) -> set[str]:
     """The wall-clock keys (JSON, at any depth) or columns (CSV) a file holds: none may be in a DVC out."""
     if path.suffix == ".csv":
-        return set(pd.read_csv(path, nrows=0).columns) & set(WALL_CLOCK_FIELDS)
+        header = path.read_text().partition("\n")[0]  # an empty table (no header at all) holds no keys
+        return set(next(csv.reader([header]), [])) & set(WALL_CLOCK_FIELDS)
     if path.suffix != ".json":
         return set()
     found, todo = set(), [json.loads(path.read_text())]
