@@ -75,6 +75,15 @@ def load_gmm_table(metrics_dir: Path, ks: Iterable[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def read_manifest(path: Path) -> pd.DataFrame:
+    """A clips.csv as written, after checking it has every column evaluation reads."""
+    clips = pd.read_csv(path)
+    missing = [column for column in CLIP_COLUMNS if column not in clips.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}")
+    return clips
+
+
 def load_clips(samples_dir: Path, ks: Iterable[int]) -> pd.DataFrame:
     """Every clip manifest of the given Ks in one table, with ``valid`` as bool and reasons as text."""
     frames = []
@@ -82,10 +91,7 @@ def load_clips(samples_dir: Path, ks: Iterable[int]) -> pd.DataFrame:
         path = Path(samples_dir) / k_name(k) / CLIPS_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no clips for K={k}: {path} is missing (run sample@{k})")
-        clips = pd.read_csv(path)
-        missing = [column for column in CLIP_COLUMNS if column not in clips.columns]
-        if missing:
-            raise ValueError(f"{path} lacks columns {missing}")
+        clips = read_manifest(path)
         if (clips["k"] != k).any():
             raise ValueError(f"{path} holds clips of K={sorted(set(clips['k']) - {k})}, expected only {k}")
         frames.append(clips.assign(folder=str(path.parent)))
@@ -97,11 +103,7 @@ def load_anchors(anchors_dir: Path) -> pd.DataFrame:
     path = Path(anchors_dir) / CLIPS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no anchor clips: {path} is missing (run the anchors stage)")
-    clips = pd.read_csv(path)
-    missing = [column for column in CLIP_COLUMNS if column not in clips.columns]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing}")
-    return _typed(clips.assign(folder=str(path.parent)))
+    return _typed(read_manifest(path).assign(folder=str(path.parent)))
 
 
 def real_audio_dir(anchors_dir: Path) -> Path:
