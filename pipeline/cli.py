@@ -39,14 +39,15 @@ from pipeline.generation.longform import (
 from pipeline.generation.plans import ClipPlan
 from pipeline.paths import Paths
 from pipeline.prior.mixture import META_FILE, load_mixture
-from pipeline.vocab import MIXTURE_METHODS
+from pipeline.prior.conditional import load_conditional
+from pipeline.vocab import ALL_METHODS, CONDITIONAL
 
 GENERATE_HELP = "a sound from pitch + loudness + z sampled from a fitted mixture (no input audio)"
 
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    add_melody_arguments(parser, MIXTURE_METHODS)
+    add_melody_arguments(parser, ALL_METHODS)
     parser.add_argument("--out", type=Path, required=True, help="output WAV; a spectrogram PNG is written beside it")
 
 
@@ -72,13 +73,19 @@ def generate(args: argparse.Namespace) -> None:
     gmm = load_mixture(mixture_dir)
     if args.cluster is not None and not 0 <= args.cluster < args.k:
         sys.exit(f"generate: --cluster must be in [0, {args.k}), got {args.cluster}")
+    conditional = None
+    if args.method == CONDITIONAL:
+        if not paths.conditional_dir(args.k).is_dir():
+            sys.exit(f"generate: no joint mixture for K={args.k} at {paths.conditional_dir(args.k)}: "
+                     f"run `dvc repro fit_gmm@{args.k}` first")
+        conditional = load_conditional(paths.conditional_dir(args.k))
     from pipeline.generation.synthesizer import load_synthesizer  # deferred: TensorFlow loads only once arguments are valid
 
     synth = load_synthesizer(paths.model_dir)
     spec = DatasetSpec.load(paths.prepared_dir)
     cond = conditioning_for(args, spec, params.prepare)
     plan = ClipPlan(args.k, args.method, args.cluster, cond.name)
-    z = long_form_z(plan, gmm, cond, spec, synth.n_z_frames, args.seed, args.rho)
+    z = long_form_z(plan, gmm, cond, spec, synth.n_z_frames, args.seed, args.rho, conditional)
     audio, _, _ = synth.decode_long(cond.f0_hz, cond.loudness_db, z, args.seed)
     audio = audio[: int(round(cond.n_frames / spec.frame_rate * spec.sample_rate))]
     args.out.parent.mkdir(parents=True, exist_ok=True)

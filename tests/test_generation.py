@@ -162,3 +162,33 @@ def test_generate_refuses_bad_arguments(in_project, capsys):
     assert "--cluster is required" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no mixture for K=7"):
         cli.main(["generate", "--k", "7", "--method", "direct", "--f0-hz", "220", "--out", "x.wav"])
+
+
+def test_generate_draws_conditional_z_from_the_joint_mixture_given_the_melody(in_project):
+    from pipeline import cli
+    from pipeline.generation.longform import constant_conditioning, long_form_z
+    from pipeline.generation.plans import ClipPlan
+    from pipeline.prior.conditional import controls, load_conditional
+    from pipeline.prior.mixture import load_mixture
+    from stages import fit_gmm
+
+    if not (in_project / "models/gmm/k2/mixture.json").exists():
+        fit_gmm.main(["--k", "2"])
+    args = ["generate", "--k", "2", "--cluster", "1", "--method", "conditional", "--f0-hz", "220", "--loudness-db", "-20",
+            "--secs", "2", "--seed", "3"]
+    for name in ("a.wav", "b.wav"):
+        cli.main([*args, "--out", f"gen/cond-{name}"])
+    a, b = (sf.read(in_project / f"gen/cond-{name}")[0] for name in ("a.wav", "b.wav"))
+    assert len(a) == 2 * 16000 and np.abs(a).max() > 0
+    np.testing.assert_array_equal(a, b)
+    # the z it plays: the joint mixture's cluster given this pitch and loudness, one continuous AR(1) draw
+    conditional = load_conditional(in_project / "models/gmm/k2/conditional")
+    gmm = load_mixture(in_project / "models/gmm/k2")
+    cond = constant_conditioning(220.0, -20.0, 2.0, SPEC)
+    plan = ClipPlan(2, "conditional", 1, cond.name)
+    z = long_form_z(plan, gmm, cond, SPEC, 32, 3, 0.9, conditional)
+    assert z.shape == (64, 4)
+    expected = conditional.conditional_mean(1, controls(np.array([220.0]), np.array([-20.0])))[0]
+    assert np.abs(z.mean(axis=0) - expected).max() < 4 * np.sqrt(np.diag(conditional.cond_cov[1])).max()
+    with pytest.raises(ValueError, match="joint mixture"):
+        long_form_z(plan, gmm, cond, SPEC, 32, 3, 0.9)

@@ -18,7 +18,8 @@ from pipeline.audio.io import inspect_audio, read_segment
 from pipeline.config import PrepareParams
 from pipeline.dataset.tfrecord import DatasetSpec
 from pipeline.generation.conditioning import Conditioning, melody_contour, read_midi_notes
-from pipeline.generation.plans import ClipPlan, draw_z
+from pipeline.generation.plans import ClipPlan, draw_conditional_z, draw_z
+from pipeline.vocab import CONDITIONAL
 
 RELEASE_SECS = 0.5  # after a MIDI file's last note: the sound's release
 
@@ -53,10 +54,18 @@ def audio_conditioning(path: Path, spec: DatasetSpec, prepare: PrepareParams) ->
 
 
 def long_form_z(plan: ClipPlan, gmm: GaussianMixture, cond: Conditioning, spec: DatasetSpec, z_per_example: int,
-                seed: int, rho: float) -> np.ndarray:
-    """z [t, d] for the whole conditioning at the z table's rate (``z_per_example`` frames per example)."""
+                seed: int, rho: float, conditional=None) -> np.ndarray:
+    """z [t, d] for the whole conditioning at the z table's rate (``z_per_example`` frames per example).
+
+    The ``conditional`` method draws from ``conditional`` (the joint mixture of
+    :mod:`pipeline.prior.conditional`), each frame given the melody's own f0 and loudness."""
     n_z = max(1, int(round(cond.n_frames / spec.n_frames * z_per_example)))
-    z, _ = draw_z(plan, gmm, n_z, cond, seed, rho=rho)
+    if plan.method == CONDITIONAL:
+        if conditional is None:
+            raise ValueError("method conditional needs the joint mixture (fit_gmm@K's conditional folder)")
+        z, _ = draw_conditional_z(plan, conditional, n_z, cond, seed, rho=rho)
+    else:
+        z, _ = draw_z(plan, gmm, n_z, cond, seed, rho=rho)
     return z.astype(np.float32)
 
 
@@ -67,8 +76,10 @@ def add_melody_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ..
                         help="cluster to draw every frame from (required unless --method direct)")
     parser.add_argument("--method", choices=methods, default="temporal",
                         help="direct: each frame its own component; inverse_transform: i.i.d. frames from one "
-                             "cluster; temporal: AR(1)-smooth frames from one cluster; temporal_hold: one draw per note")
-    parser.add_argument("--rho", type=float, default=0.9, help="frame-to-frame correlation for --method temporal")
+                             "cluster; temporal: AR(1)-smooth frames from one cluster; temporal_hold: one draw per note"
+                             + ("; conditional: AR(1)-smooth frames from one cluster of the joint mixture, each "
+                                "given the melody's pitch and loudness" if CONDITIONAL in methods else ""))
+    parser.add_argument("--rho", type=float, default=0.9, help="frame-to-frame correlation for --method temporal (and conditional)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--midi", type=Path, help="a MIDI file; its top voice is the melody")
     source.add_argument("--f0-hz", type=float, help="a constant pitch in Hz (with --loudness-db and --secs)")
