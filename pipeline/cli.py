@@ -38,8 +38,8 @@ from pipeline.generation.longform import (
 )
 from pipeline.generation.plans import ClipPlan
 from pipeline.paths import Paths
-from pipeline.prior.mixture import META_FILE, load_mixture
 from pipeline.prior.conditional import load_conditional
+from pipeline.prior.mixture import META_FILE, load_mixture
 from pipeline.vocab import ALL_METHODS, CONDITIONAL
 
 GENERATE_HELP = "a sound from pitch + loudness + z sampled from a fitted mixture (no input audio)"

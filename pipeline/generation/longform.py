@@ -79,7 +79,8 @@ def add_melody_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ..
                              "cluster; temporal: AR(1)-smooth frames from one cluster; temporal_hold: one draw per note"
                              + ("; conditional: AR(1)-smooth frames from one cluster of the joint mixture, each "
                                 "given the melody's pitch and loudness" if CONDITIONAL in methods else ""))
-    parser.add_argument("--rho", type=float, default=0.9, help="frame-to-frame correlation for --method temporal (and conditional)")
+    parser.add_argument("--rho", type=float, default=0.9,
+                        help="frame-to-frame correlation for --method temporal (and conditional)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--midi", type=Path, help="a MIDI file; its top voice is the melody")
     source.add_argument("--f0-hz", type=float, help="a constant pitch in Hz (with --loudness-db and --secs)")
