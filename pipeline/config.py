@@ -183,6 +183,8 @@ class TrainParams(_Section):
     checkpoint_every: PositiveInt | None = None
     eval_examples: PositiveInt | None = None
     strategy: Literal["default", "mirrored", "multi_worker"] | None = None
+    # multi_worker without TF_CONFIG: the train stage launches this many local worker processes
+    workers: Annotated[int, Field(ge=2, le=64)] = 2
     mixed_precision: bool | None = None
     jit_compile: bool | None = None
 

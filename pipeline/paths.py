@@ -70,6 +70,11 @@ class Paths:
         return self._at(self.params.train.checkpoint_dir)
 
     @property
+    def worker_logs(self) -> Path:
+        """Where local multi-worker training writes the output of workers other than the chief."""
+        return self._at("logs/train-workers")
+
+    @property
     def train_metrics(self) -> Path:
         return self._at(f"{METRICS_DIR}/train.json")
 

@@ -9,8 +9,11 @@ stage, and a killed run must find its checkpoints to resume.
 """
 from __future__ import annotations
 
+import sys
+
 import pipeline  # noqa: F401  (legacy Keras before TensorFlow loads)
 from pipeline.config import load_params, project_root
+from pipeline.model.launch import ensure_tf_config, run_local_workers
 from pipeline.model.reconstructions import write_reconstructions
 from pipeline.model.store import write_model
 from pipeline.model.train import loss_curve_rows, read_loss_log, train_autoencoder
@@ -22,6 +25,10 @@ from pipeline.tracking.runs import stage_run
 def main() -> None:
     params = load_params()
     paths = Paths(params, project_root())
+    if params.train.resolved().strategy == "multi_worker" and not ensure_tf_config():
+        # no cluster given: this process launches train.workers local workers running this stage
+        sys.exit(run_local_workers([sys.executable, "-m", "stages.train"], params.train.workers,
+                                   paths.worker_logs, cwd=paths.root))
     result = train_autoencoder(params, paths.prepared_dir, paths.checkpoint_dir)
     if result is None:  # a multi-worker task other than the chief
         return

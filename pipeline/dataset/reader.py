@@ -29,11 +29,23 @@ def shard_files(folder: str | Path, split: str) -> list[str]:
     return files
 
 
-def examples(folder: str | Path, split: str, spec: DatasetSpec, keys=MODEL_KEYS) -> tf.data.Dataset:
-    """Unbatched examples of one split, in a deterministic order (shards sorted, read in turn)."""
+def worker_shards(folder: str | Path, split: str, worker: int = 0, n_workers: int = 1) -> list[str]:
+    """The shards of ``split`` that worker ``worker`` of ``n_workers`` reads: every n-th, from its index."""
+    if not 0 <= worker < n_workers:
+        raise ValueError(f"worker index {worker} is not in [0, {n_workers})")
+    files = shard_files(folder, split)
+    if len(files) < n_workers:
+        raise ValueError(f"{n_workers} training workers need at least {n_workers} {split} shards, but {folder} has "
+                         f"{len(files)}: raise prepare.num_shards")
+    return files[worker::n_workers]
+
+
+def examples(folder: str | Path, split: str, spec: DatasetSpec, keys=MODEL_KEYS,
+             files: list[str] | None = None) -> tf.data.Dataset:
+    """Unbatched examples of one split (or of ``files``), in a deterministic order (shards sorted, read in turn)."""
     full_spec = feature_spec(spec)
     wanted = {key: full_spec[key] for key in keys}
-    return tf.data.TFRecordDataset(shard_files(folder, split)).map(
+    return tf.data.TFRecordDataset(shard_files(folder, split) if files is None else files).map(
         lambda record: tf.io.parse_single_example(record, wanted),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -45,13 +57,18 @@ def epoch_order(n_examples: int, seed: int, epoch) -> tf.Tensor:
 
 
 def train_batches(folder: str | Path, spec: DatasetSpec, batch_size: int, seed: int,
-                  start_step: int = 0) -> tf.data.Dataset:
+                  start_step: int = 0, worker: int = 0, n_workers: int = 1) -> tf.data.Dataset:
     """Endless shuffled batches of the train split from batch ``start_step`` on (fixed batch shape, as
-    ddsp's synths need); batch ``i`` depends only on (seed, i), the data and ``batch_size``."""
-    split = examples(folder, "train", spec)
+    ddsp's synths need); batch ``i`` depends only on (seed, i), the data and ``batch_size``.
+
+    With ``n_workers`` > 1, worker ``worker`` reads only its own shards (:func:`worker_shards`) and
+    ``batch_size`` is its share of the global batch.
+    """
+    split = examples(folder, "train", spec, files=worker_shards(folder, "train", worker, n_workers))
     n_examples = int(split.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
     if n_examples < batch_size:
-        raise ValueError(f"train.batch_size {batch_size} is larger than the {n_examples} train examples in {folder}")
+        where = f"worker {worker}'s shards of {folder}" if n_workers > 1 else folder
+        raise ValueError(f"train.batch_size {batch_size} is larger than the {n_examples} train examples in {where}")
     table = split.batch(n_examples).get_single_element()  # {key: [n_examples, ...]}, in file order
     first_epoch, offset = divmod(start_step * batch_size, n_examples)
     order = tf.data.Dataset.range(first_epoch, 2**62).flat_map(

@@ -55,7 +55,7 @@ UNTRAINED_METRICS = "untrained_metrics.json"
 RUN_FILE = "run.json"
 # keys a resumed run may change: how long and where to train and what to report, not what is trained
 RESUMABLE_KEYS = ("steps", "checkpoint_every", "keep_checkpoints", "n_reconstructions",
-                  "model_dir", "checkpoint_dir", "strategy", "jit_compile")
+                  "model_dir", "checkpoint_dir", "strategy", "workers", "jit_compile")
 
 
 def run_identity(train: TrainParams, spec: DatasetSpec, data_dir: str | Path, seed: int) -> dict:
@@ -151,13 +151,16 @@ class Trainer:
             self.optimizer = make_optimizer(self.train, mixed_precision)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        # every multi-worker task must save; only the chief's copy is kept
-        self.checkpoint_dir = Path(checkpoint_dir if is_chief() else tempfile.mkdtemp(prefix="worker-ckpt-"))
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        # every task restores the chief's checkpoints (a shared folder on a cluster); every multi-worker
+        # task must also save, so the others save to a scratch folder that is thrown away
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.chief = is_chief()
+        self.save_dir = self.checkpoint_dir if self.chief else Path(tempfile.mkdtemp(prefix="worker-ckpt-"))
+        self.save_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, step=self.step)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.checkpoint_dir),
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.save_dir),
                                                   max_to_keep=self.train.keep_checkpoints, step_counter=self.step)
-        self.loss_log = LossLog(self.checkpoint_dir / LOSS_LOG)
+        self.loss_log = LossLog(self.save_dir / LOSS_LOG)
         self._gradients = tf.function(self._gradients_fn, jit_compile=self.train.jit_compile)
         self._source, self._iterator = None, None
 
@@ -170,7 +173,7 @@ class Trainer:
 
     def restore(self) -> int:
         """Load the newest checkpoint if there is one; return the step training continues from."""
-        latest = self.manager.latest_checkpoint
+        latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
         step = int(self.step.numpy())
@@ -181,12 +184,25 @@ class Trainer:
         self.loss_log.flush()
         self.manager.save(checkpoint_number=int(self.step.numpy()))
 
-    def fit(self, dataset: tf.data.Dataset, steps: int | None = None) -> int:
-        """Train until ``steps`` (default: train.steps); returns the final step."""
+    def close(self) -> None:
+        """Remove a non-chief task's scratch checkpoints."""
+        if not self.chief:
+            shutil.rmtree(self.save_dir, ignore_errors=True)
+
+    def fit(self, dataset: tf.data.Dataset | Callable[[tf.distribute.InputContext], tf.data.Dataset],
+            steps: int | None = None) -> int:
+        """Train until ``steps`` (default: train.steps); returns the final step.
+
+        ``dataset`` gives global batches, or is a function of the input context that gives each
+        worker its own per-replica batches (``distribute_datasets_from_function``).
+        """
         steps = self.train.steps if steps is None else steps
         # a later fit on the same dataset continues its stream (no refilled shuffle buffer, no repeats)
         if self._source is not dataset:
-            self._source, self._iterator = dataset, iter(self.strategy.experimental_distribute_dataset(dataset))
+            distributed = (self.strategy.experimental_distribute_dataset(dataset)
+                           if isinstance(dataset, tf.data.Dataset)
+                           else self.strategy.distribute_datasets_from_function(dataset))
+            self._source, self._iterator = dataset, iter(distributed)
         iterator = self._iterator
         step = int(self.step.numpy())
         with tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, desc="train") as bar:
@@ -216,6 +232,9 @@ class Trainer:
         # replicas draw different noise: key (seed, step * replicas + replica)
         replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
         key = tf.stack([key[0], key[1] * self.strategy.num_replicas_in_sync + replica])
+        # across workers tf.distribute leaves the batch dimension unknown; ddsp's synths need it
+        per_replica = self.train.batch_size // self.strategy.num_replicas_in_sync
+        batch = {name: tf.ensure_shape(value, [per_replica, *value.shape[1:]]) for name, value in batch.items()}
         grads, losses = self._gradients(batch, key)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return losses
@@ -245,6 +264,8 @@ def untrained_metrics(trainer: Trainer, start_step: int, evaluate: Callable[[tf.
     (whose initial weights are gone) reports the same numbers.
     """
     path = trainer.checkpoint_dir / UNTRAINED_METRICS
+    if not trainer.chief:  # another task's metrics are never published
+        return {}
     if start_step == 0:
         metrics = evaluate(trainer.model)
         write_json_atomic(path, metrics)
@@ -269,6 +290,19 @@ class TrainResult:
     loss_log: Path           # the run's loss log beside its checkpoints
 
 
+def batches_for(strategy: tf.distribute.Strategy, data_dir: Path, spec: DatasetSpec, batch_size: int, seed: int,
+                start_step: int) -> tf.data.Dataset | Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+    """The training batches from ``start_step`` on: global batches, or on several workers a function giving
+    each worker its share of every global batch from its own shards (all workers step in lockstep)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return train_batches(data_dir, spec, context.get_per_replica_batch_size(batch_size), seed=seed,
+                                 start_step=start_step, worker=context.input_pipeline_id,
+                                 n_workers=context.num_input_pipelines)
+        return per_worker
+    return train_batches(data_dir, spec, batch_size, seed=seed, start_step=start_step)
+
+
 def train_autoencoder(params: Params, data_dir: Path, checkpoint_dir: Path) -> TrainResult | None:
     """Train (or resume training) the autoencoder of ``params.train`` on the prepared data.
 
@@ -291,8 +325,9 @@ def train_autoencoder(params: Params, data_dir: Path, checkpoint_dir: Path) -> T
                           fmax_hz=params.prepare.f0.fmax_hz, noise_seed=params.seed)
     untrained = untrained_metrics(trainer, start, evaluator)
     # the batches from the restored step on: exactly those an uninterrupted run trains on
-    steps = trainer.fit(train_batches(data_dir, spec, train.batch_size, seed=params.seed, start_step=start))
-    if not is_chief():
+    steps = trainer.fit(batches_for(trainer.strategy, data_dir, spec, train.batch_size, params.seed, start))
+    if not trainer.chief:
+        trainer.close()
         return None
     return TrainResult(trainer.model, train, spec, steps, untrained, evaluator(trainer.model), evaluator,
                        trainer.checkpoint_dir / LOSS_LOG)
