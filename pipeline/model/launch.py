@@ -123,7 +123,8 @@ def run_local_workers(command: Sequence[str], n_workers: int, log_dir: str | Pat
             failed = [(index, code) for index, code in enumerate(codes) if code not in (None, 0)]
             if failed:
                 index, code = failed[0]
-                print(f"train: worker {index} of {n_workers} exited with {code}: stopping the others "
+                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+                print(f"train: worker {index} of {n_workers} {how}: stopping the others "
                       f"(a rerun resumes from the newest checkpoint)", file=sys.stderr, flush=True)
                 if index:
                     _print_tail(log_dir / f"worker-{index}.log")

@@ -323,11 +323,13 @@ def train_autoencoder(params: Params, data_dir: Path, checkpoint_dir: Path) -> T
           f"train: starting at step 0 (no checkpoint in {trainer.checkpoint_dir})", flush=True)
     evaluator = Evaluator(data_dir, spec, train.eval_examples, fmin_hz=params.prepare.f0.fmin_hz,
                           fmax_hz=params.prepare.f0.fmax_hz, noise_seed=params.seed)
-    untrained = untrained_metrics(trainer, start, evaluator)
-    # the batches from the restored step on: exactly those an uninterrupted run trains on
-    steps = trainer.fit(batches_for(trainer.strategy, data_dir, spec, train.batch_size, params.seed, start))
-    if not trainer.chief:
+    try:
+        untrained = untrained_metrics(trainer, start, evaluator)
+        # the batches from the restored step on: exactly those an uninterrupted run trains on
+        steps = trainer.fit(batches_for(trainer.strategy, data_dir, spec, train.batch_size, params.seed, start))
+    finally:
         trainer.close()
+    if not trainer.chief:
         return None
     return TrainResult(trainer.model, train, spec, steps, untrained, evaluator(trainer.model), evaluator,
                        trainer.checkpoint_dir / LOSS_LOG)
