@@ -37,9 +37,12 @@ class WorkerSetup(WorkerPlugin):
 
 
 def start_local_cluster(num_workers: int, timeout_secs: float) -> LocalCluster:
-    """``num_workers`` worker processes bound to 127.0.0.1, one thread each, no dashboard."""
+    """``num_workers`` worker processes bound to 127.0.0.1, one thread each, no dashboard (the scheduler's
+    HTTP endpoint on a free port of 127.0.0.1, not 8787). Worker processes are spawned: a script that runs
+    prepare on dask needs the ``if __name__ == "__main__":`` guard, as with multiprocessing."""
     return LocalCluster(n_workers=num_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        protocol="tcp", dashboard_address=None, death_timeout=timeout_secs)
+                        protocol="tcp", dashboard_address=None, death_timeout=timeout_secs,
+                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
 
 
 @contextlib.contextmanager
@@ -51,6 +54,7 @@ def dask_scheduler(beam_params: BeamParams) -> Iterator[str]:
     """
     dask = beam_params.dask
     timeout = dask.connect_timeout_secs
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines are per worker and connection
     cluster = start_local_cluster(beam_params.num_workers, timeout) if dask.address is None else None
     address = dask.address or cluster.scheduler_address
     try:
