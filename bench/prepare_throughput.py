@@ -11,10 +11,13 @@ Run: ``python -m bench.prepare_throughput [--files 8 --secs 20 --f0 swift --repe
    dwarfs a small corpus, so the per-chunk progress lines the
    pipeline prints are timestamped: the chunk phase (first chunk done -> last chunk done) gives the
    throughput once workers are up.
-3. the import cost a worker pays before its first chunk, measured in a fresh interpreter.
+3. runners: ours on the local runner (in_memory, 1 worker) against Beam's DaskRunner on a
+   distributed.LocalCluster (127.0.0.1) of 1 and 2 worker processes, in the same rounds, as ratios against
+   the local runner (the cluster's start-up is inside each run, as in the stage).
+4. the import cost a worker pays before its first chunk, measured in a fresh interpreter.
 
 Each section prints its figures as it finishes. ``--smoke``: the smallest setting (4 x 5 s, one round,
-one worker).
+one worker, dask x1).
 
 ddsp is patched in this process only (its Beam workers would not see the patch), so the ddsp
 comparison is in-process. PATCH_NOTE says what the patch changes.
@@ -43,7 +46,7 @@ import numpy as np
 from bench.common import machine, median, parse_args, render_bench_corpus, table, timed, write_results
 from pipeline.audio.features import estimate_f0
 from pipeline.compat import import_ddsp
-from pipeline.config import BeamParams, F0Params, PrepareParams
+from pipeline.config import BeamParams, DaskParams, F0Params, PrepareParams
 from pipeline.dataset.tfrecord import FLOAT_FEATURES, encode_example
 from pipeline.prepare import beam as ours_prepare
 
@@ -126,9 +129,11 @@ def beam_flags(mode: str, workers: int) -> list[str]:
             f"--direct_num_workers={workers}"]
 
 
-def prepare_params(f0: str, mode: str = "in_memory", workers: int = 1) -> PrepareParams:
+def prepare_params(f0: str, mode: str = "in_memory", workers: int = 1, runner: str = "local") -> PrepareParams:
+    dask = DaskParams(connect_timeout_secs=120, run_timeout_secs=3600)  # a LocalCluster of `workers` processes
     return PrepareParams(sample_rate=16000, frame_rate=250, example_secs=4.0, hop_secs=1.0, eval_fraction=0.2,
-                         num_shards=4, f0=F0Params(method=f0), beam=BeamParams(mode=mode, num_workers=workers))
+                         num_shards=4, f0=F0Params(method=f0),
+                         beam=BeamParams(runner=runner, mode=mode, num_workers=workers, dask=dask))
 
 
 @contextlib.contextmanager
@@ -390,11 +395,14 @@ def main(argv=None) -> None:
     parser.add_argument("--f0", choices=("swift", "pyin"), default="swift")
     parser.add_argument("--repeats", type=int, default=2, help="rounds per measurement (median reported)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="multi_processing worker counts")
+    parser.add_argument("--dask-workers", type=int, nargs="+", default=[1, 2],
+                        help="worker processes of the dask LocalCluster, one configuration each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-compare", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--skip-runners", action="store_true", help="skip local vs dask")
     parser.add_argument("--profile", action="store_true", help="also cProfile one in-process run of each")
-    args = parse_args(parser, {"files": 4, "secs": 5.0, "repeats": 1, "workers": [1]}, argv)
+    args = parse_args(parser, {"files": 4, "secs": 5.0, "repeats": 1, "workers": [1], "dask_workers": [1]}, argv)
     if args.files < 4:
         parser.error("--files must be at least 4 (the half-size corpus needs 2 files for a train/eval split)")
 
@@ -437,6 +445,18 @@ def main(argv=None) -> None:
             ratios = {label: paired_ratio(runs, label, baseline) for label in summaries}
             results["scaling"] = {"runs": runs, "summary": summaries, "baseline": baseline, "wall_ratios": ratios}
             print_scaling(results["scaling"])
+
+        if not args.skip_runners:
+            print("\nrunners, ours: local vs dask:")
+            configs = [("local in_memory x1", run_ours, prepare_params(args.f0))]
+            configs += [(f"dask x{w}", run_ours, prepare_params(args.f0, workers=w, runner="dask"))
+                        for w in args.dask_workers]
+            runs = rounds(bench, configs, args.repeats, ("full",))
+            baseline = configs[0][0]
+            summaries = {label: summarise(runs, label) for label, _, _ in configs}
+            ratios = {label: paired_ratio(runs, label, baseline) for label in summaries}
+            results["runners"] = {"runs": runs, "summary": summaries, "baseline": baseline, "wall_ratios": ratios}
+            print_runners(results["runners"])
 
         if args.profile:
             print("\nprofiling ...", flush=True)
@@ -490,6 +510,24 @@ def print_scaling(sc: dict) -> None:
           "chunk). chunk-phase ex/s: examples after that first chunk / time to the last chunk. lost: examples "
           "the pipeline counted as emitted but missing from the TFRecords, summed over the runs.")
     for label, v in sc["summary"].items():
+        if v["lost"]:
+            print(f"WARNING: {label} lost {v['lost']} examples between the Analyse step and the TFRecords.")
+    sys.stdout.flush()
+
+
+def print_runners(rn: dict) -> None:
+    base = rn["summary"][rn["baseline"]]
+    rows = [[label, v["examples"], v["wall_secs"], v["wall_ex_per_s"], rn["wall_ratios"][label],
+             v.get("first_chunk_secs", "n/a"), v.get("chunk_phase_ex_per_s", "n/a"),
+             ratio_or_na(v.get("chunk_phase_ex_per_s"), base.get("chunk_phase_ex_per_s")), v["lost"]]
+            for label, v in rn["summary"].items()]
+    print(f"\nours, runners; ratios against {rn['baseline']} (measured in the same rounds):")
+    print(table(["runner", "examples", "wall s", "wall ex/s", "wall ratio", "first chunk s",
+                 "chunk-phase ex/s", "chunk-phase ratio", "lost"], rows))
+    print("dask xN: Beam's DaskRunner on a distributed.LocalCluster of N worker processes on 127.0.0.1, started and "
+          "closed inside each run (as the stage does with prepare.beam.dask.address null); the shards are the same "
+          "bytes as the local runner's (tests/test_prepare_dask.py).")
+    for label, v in rn["summary"].items():
         if v["lost"]:
             print(f"WARNING: {label} lost {v['lost']} examples between the Analyse step and the TFRecords.")
     sys.stdout.flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -75,18 +76,56 @@ class F0Params(_Section):
         return self
 
 
+DASK_ADDRESS = re.compile(r"^(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+$")
+
+
+class DaskParams(_Section):
+    """``prepare.beam.runner: dask``: Beam's DaskRunner on a dask.distributed cluster."""
+
+    # the scheduler, e.g. tcp://scheduler:8786 (dask-kubernetes, dask-jobqueue, `dask scheduler`); null starts a
+    # distributed.LocalCluster of ``prepare.beam.num_workers`` worker processes on 127.0.0.1, closed at the end
+    address: str | None = None
+    # seconds to wait for the scheduler (and, for a LocalCluster, for its workers to start)
+    connect_timeout_secs: Annotated[float, Field(gt=0)] = 60.0
+    # seconds the whole pipeline may take once submitted; null = no deadline
+    run_timeout_secs: Annotated[float, Field(gt=0)] | None = None
+    # dask.bag partitions of every stage; null = one per audio file (at most 1024)
+    npartitions: Annotated[int, Field(ge=1, le=65536)] | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not DASK_ADDRESS.match(value):
+            raise ValueError(f"{value!r} is not a dask scheduler address such as tcp://scheduler:8786 "
+                             "(null starts a LocalCluster on 127.0.0.1)")
+        return value
+
+
 class BeamParams(_Section):
-    """Beam runner. ``local`` is Beam's in-process FnApiRunner (no runner binary to download);
-    any other value is a Beam runner name (FlinkRunner, SparkRunner, DataflowRunner, ...)
-    configured through ``options`` (plain Beam command-line flags)."""
+    """Beam runner. ``local`` is Beam's in-process FnApiRunner (no runner binary to download); ``dask`` is
+    Beam's DaskRunner on a dask.distributed cluster (``dask``); any other value is a Beam runner name
+    (FlinkRunner, SparkRunner, DataflowRunner, ...) configured through ``options`` (plain Beam command-line
+    flags). The same graph runs on every runner and gives byte-identical shards."""
 
     runner: str = "local"
     # in_memory by default: each multi_processing worker first imports TF + ddsp, which only pays off
     # for hours of audio (bench/prepare_throughput.py has the break-even). multi_threading is not offered: it lost
     # examples between Beam's counters and the written shards in benchmarks.
     mode: Literal["in_memory", "multi_processing"] = "in_memory"
+    # local runner: its worker processes (multi_processing); dask: the LocalCluster's worker processes
     num_workers: Annotated[int, Field(ge=1, le=256)] = 1
     options: list[str] = []
+    dask: DaskParams = DaskParams()
+
+    @field_validator("runner")
+    @classmethod
+    def _runner(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the runner must be 'local', 'dask' or a Beam runner name such as FlinkRunner")
+        if value.lower() in {"dask", "daskrunner"} and value != "dask":
+            raise ValueError(f"{value!r}: write 'dask' for Beam's DaskRunner (it gets the scheduler from "
+                             "prepare.beam.dask.address)")
+        return value
 
 
 class PrepareParams(_Section):

@@ -22,8 +22,9 @@ SMOKE_DEADLINE_SECS = 900
 # module -> (lines its sections print, in order; results file; keys the results file holds)
 BENCHMARKS = {
     "prepare_throughput": (["import cost of a fresh worker process", "ours vs ddsp prepare_tfrecord",
-                            "scaling, ours:", "ours, scaling; ratios against multi_processing x1"],
-                           "prepare_throughput_swift_4files_smoke.json", ["import_secs", "compare", "scaling"]),
+                            "scaling, ours:", "ours, scaling; ratios against multi_processing x1",
+                            "ours, runners; ratios against local in_memory x1"],
+                           "prepare_throughput_swift_4files_smoke.json", ["import_secs", "compare", "scaling", "runners"]),
     "f0_accuracy": (["=== f0 accuracy"], "f0_accuracy_smoke.json", ["methods"]),
     "train_throughput": (["peak_rss_mb", "examples_per_s", "ours / stock:"], "train_throughput_cpu_b2_smoke.json",
                          ["loops", "speedups"]),

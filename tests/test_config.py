@@ -25,6 +25,10 @@ def test_repository_params_validate():
     ({"seed": -3}, "seed"),
     ({"corpus": {"n_files": 0}}, "corpus.n_files"),
     ({"prepare": {"beam": {"mode": "multi_threading"}}}, "prepare.beam.mode"),
+    ({"prepare": {"beam": {"runner": "dask", "dask": {"address": "scheduler:8786"}}}}, "prepare.beam.dask.address"),
+    ({"prepare": {"beam": {"dask": {"npartitions": 0}}}}, "prepare.beam.dask.npartitions"),
+    ({"prepare": {"beam": {"dask": {"run_timeout_secs": -1}}}}, "prepare.beam.dask.run_timeout_secs"),
+    ({"prepare": {"beam": {"runner": "DaskRunner"}}}, "prepare.beam.runner"),
     ({"unknown_section": {}}, "unknown_section"),
 ])
 def test_bad_values_name_the_key(raw, key):

@@ -92,8 +92,8 @@ def test_every_bad_file_is_reported_with_its_reason_and_the_rest_goes_on(prepare
     assert stats["files_found"] == len(GOOD) + len(BAD)
     assert stats["files_used"] == len(GOOD)
     assert stats["rejected_by_reason"]["non_finite"] == 2
-    assert report["beam_counters"]["rejected_truncated"] == 1
-    assert report["beam_counters"]["files_read"] == len(GOOD)
+    assert report["counts"]["rejected_truncated"] == 1
+    assert report["counts"]["files_read"] == len(GOOD)
 
 
 def test_window_counts_and_split_by_file(prepared):

@@ -1,8 +1,18 @@
 """The prepare pipeline (Apache Beam): audio folder -> ddsp TFRecord shards.
 
-list files -> inspect (stream-read, reject with a reason) -> cut into chunks -> reshuffle so
-chunks spread over workers -> per chunk: read + resample, f0 + loudness, 4 s windows -> shards per
-split. The split is decided per source file before windowing, so no file lands in both splits.
+list files -> inspect (stream-read, reject with a reason) -> cut into chunks -> spread the chunks
+over workers -> per chunk: read + resample, f0 + loudness, 4 s windows -> shards per split. The split
+is decided per source file before windowing, so no file lands in both splits.
+
+One graph for every runner (the local FnApiRunner, DaskRunner, Flink, ...), built only from Create,
+ParDo/Map/FlatMap, Flatten and GroupByKey, the transforms every runner translates the same way:
+every step emits tagged records ``(kind, payload)`` in one stream (no ``with_outputs``: DaskRunner
+merges tagged outputs into the main one), the counts come from those records (no Beam counters:
+DaskRunner has no metrics), and files are written by keyed DoFns after a GroupByKey (no Beam file
+sinks: DaskRunner has none): one DoFn per shard, whose key is already the window's hash, and one
+for the records of the report. DaskRunner computes only the graph's last transform, so the report
+writer is last and depends on every branch. GroupByKey keys are integers (derived from sha256),
+whose hash is the same in every worker process.
 
 Windows start every ``hop_secs`` of a file until they cover it; the last (or, for a file shorter
 than one example, the only) window is zero-padded once to the example length, with loudness at
@@ -18,6 +28,7 @@ at least 0.5, over its real frames) is below ``prepare.min_voiced_fraction`` is 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +39,7 @@ from pathlib import Path
 import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
 
 from pipeline.audio.features import VOICED_THRESHOLD, compute_loudness_db, estimate_f0, loudness_floor_db
 from pipeline.audio.io import AudioInfo, AudioRejected, inspect_audio, list_audio_files, read_segment, resample
@@ -38,10 +50,18 @@ from pipeline.publish import staged_dir
 
 LOG = logging.getLogger(__name__)
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 REPORT_FILE = PREPARE_REPORT
-_REJECTED = "rejected"
-_INSPECTED = "inspected"
-_COUNTER_NS = "prepare"
+# the kinds of the tagged records (kind, payload) every step emits into one stream
+_REJECTED = "rejected"    # a rejection: {source, reason, detail}
+_INSPECTED = "inspected"  # a file that passed inspection: its format and window count
+_CHUNK = "chunk"          # a Chunk to analyse
+_EXAMPLE = "example"      # one window: (split, (source, offset), serialized tf.train.Example)
+_STATS = "stats"          # one analysed chunk's counts
+_DROP = "drop"            # (shard key, source): that shard leaves out the source's windows (unpitched)
+_SHARD = "shard"          # a written shard: {split, shard, examples}
+_REPORT_KINDS = (_REJECTED, _INSPECTED, _STATS, _SHARD)  # what the report file keeps
+RECORDS_FILE = "records.jsonl"  # the report's records, written by the graph's last step, read and removed here
 _FEATURE_MARGIN_SECS = 0.25  # f0/loudness context around a chunk, so chunk edges match whole-file analysis
 
 
@@ -111,21 +131,19 @@ class InspectFile(beam.DoFn):
         try:
             info = inspect_audio(item.path, p.min_secs, p.silence_db)
         except AudioRejected as err:
-            beam.metrics.Metrics.counter(_COUNTER_NS, f"rejected_{err.reason}").inc()
             # libsndfile's messages name the absolute path; the report names files as the folder does
             detail = err.detail.replace(item.path, item.source)
-            yield beam.pvalue.TaggedOutput(_REJECTED, _rejection(item.source, err.reason, detail))
+            yield _REJECTED, _rejection(item.source, err.reason, detail)
             return
-        beam.metrics.Metrics.counter(_COUNTER_NS, "files_read").inc()
         n_windows = window_count(info.seconds, p.example_secs, p.hop_secs)
-        yield beam.pvalue.TaggedOutput(_INSPECTED, {
+        yield _INSPECTED, {
             "source": item.source, "seconds": round(info.seconds, 6), "sample_rate": info.sample_rate,
             "channels": info.channels, "format": info.format, "windows": n_windows,
             "padded_secs": round(max(0.0, (n_windows - 1) * p.hop_secs + p.example_secs - info.seconds), 6),
-            "warnings": file_warnings(info, p.clipped_fraction)})
+            "warnings": file_warnings(info, p.clipped_fraction)}
         per_chunk = max(1, int(round(p.chunk_secs / p.hop_secs)))
         for first in range(0, n_windows, per_chunk):
-            yield Chunk(info, item.source, item.split, first, min(per_chunk, n_windows - first), n_windows)
+            yield _CHUNK, Chunk(info, item.source, item.split, first, min(per_chunk, n_windows - first), n_windows)
 
 
 def window_count(seconds: float, example_secs: float, hop_secs: float) -> int:
@@ -143,17 +161,20 @@ def file_warnings(info: AudioInfo, clipped_fraction: float) -> list[dict]:
 
 
 class AnalyseChunk(beam.DoFn):
-    """Read a chunk, compute f0 + loudness once over it, and emit its windows as (split, record)."""
+    """Read a chunk, compute f0 + loudness once over it, and emit its windows; other records pass through."""
 
     def __init__(self, params: PrepareParams):
         self.params = params
 
-    def process(self, chunk: Chunk):
+    def process(self, record):
+        kind, chunk = record
+        if kind != _CHUNK:
+            yield record
+            return
         try:
             yield from self._windows(chunk)
         except AudioRejected as err:
-            beam.metrics.Metrics.counter(_COUNTER_NS, f"rejected_{err.reason}").inc()
-            yield beam.pvalue.TaggedOutput(_REJECTED, _rejection(chunk.source, err.reason, err.detail))
+            yield _REJECTED, _rejection(chunk.source, err.reason, err.detail)
 
     def _windows(self, chunk: Chunk):
         p = self.params
@@ -193,17 +214,17 @@ class AnalyseChunk(beam.DoFn):
             example["audio"] = window_audio
             example["audio_16k"] = _audio_16k(window_audio, sr, p.example_secs)
             voiced += int((example["f0_confidence"] >= VOICED_THRESHOLD).sum())
-            beam.metrics.Metrics.counter(_COUNTER_NS, f"examples_{chunk.split}").inc()
-            yield chunk.split, ((chunk.source, offset), encode_example(example, chunk.source, offset))
-        # progress: one line per chunk on the worker's stderr, which Beam's local runner passes through
+            yield _EXAMPLE, (chunk.split, (chunk.source, offset), encode_example(example, chunk.source, offset))
+        # progress: one line per chunk on the worker's stderr (Beam's local runner passes it through; a dask
+        # worker's stderr is its own log)
         print(f"prepare: {chunk.source} [{start:.0f}-{stop:.0f} s] -> {chunk.n_windows} {chunk.split} examples",
               file=sys.stderr, flush=True)
-        yield beam.pvalue.TaggedOutput("stats", {
+        yield _STATS, {
             "source": chunk.source, "split": chunk.split, "examples": chunk.n_windows,
             "seconds": stop - start, "voiced_frames": voiced, "frames": chunk.n_windows * p.n_frames,
             "file_seconds": chunk.info.seconds, "first_window": chunk.first_window,
             "file_voiced_frames": file_voiced, "file_frames": max(0, own1 - own0),
-        })
+        }
 
 
 def _audio_16k(audio: np.ndarray, sample_rate: int, example_secs: float) -> np.ndarray:
@@ -219,78 +240,157 @@ def shard_of(key: tuple[str, float], num_shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % num_shards
 
 
+def _int_key(*parts) -> int:
+    """A GroupByKey key: an int (Python's str hash differs per process; dask.bag partitions by hash)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big")
+
+
+def _shard_key(split: str, shard: int, num_shards: int) -> int:
+    return SPLITS.index(split) * num_shards + shard
+
+
 class WriteShard(beam.DoFn):
-    """Write one shard, its records sorted by (source, offset).
+    """Write one shard, its records sorted by (source, offset), leaving out the windows of dropped sources.
 
     Beam's WriteToTFRecord deals records to shards in arrival order, which differs from run to run;
     then the training order, the evaluated examples and everything downstream differed too. Here
     the same audio gives byte-identical shards on any runner and worker count. A shard is sorted in
-    memory on one worker: raise ``prepare.num_shards`` for very large corpora.
+    memory on one worker: raise ``prepare.num_shards`` for very large corpora. Emits one ``shard``
+    record with the count written.
     """
 
-    def __init__(self, prefix: str, num_shards: int):
-        self.prefix, self.num_shards = prefix, num_shards
+    def __init__(self, folder: str, num_shards: int):
+        self.folder, self.num_shards = folder, num_shards
 
-    def process(self, shard_records):
+    def process(self, key_values):
         import tensorflow as tf  # deferred, as in encode_example
 
-        shard, records = shard_records
-        with tf.io.TFRecordWriter(shard_path(self.prefix, shard, self.num_shards)) as writer:
-            for _key, record in sorted(records, key=lambda keyed: keyed[0]):
-                writer.write(record)
+        key, values = key_values[0], list(key_values[1])
+        split, shard = SPLITS[key // self.num_shards], key % self.num_shards
+        dropped = {source for tag, source, _ in values if tag == _DROP}
+        records = sorted((window_key, record) for tag, window_key, record in values
+                         if tag == _EXAMPLE and window_key[0] not in dropped)
+        if records:  # a shard with none stays an empty file (_fill_empty_shards)
+            path = shard_path(shard_prefix(Path(self.folder), split), shard, self.num_shards)
+            with tf.io.TFRecordWriter(path) as writer:
+                for _window_key, record in records:
+                    writer.write(record)
+        yield _SHARD, {"split": split, "shard": shard, "examples": len(records)}
 
 
-def pipeline_options(params: PrepareParams) -> PipelineOptions:
+class WriteRecords(beam.DoFn):
+    """Write the report's records (one JSON line each, sorted: the file is the same on every runner)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, key_values):
+        _key, records = key_values
+        lines = sorted(json.dumps([kind, payload], sort_keys=True, ensure_ascii=False) for kind, payload in records)
+        Path(self.path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return []
+
+
+def pipeline_options(params: PrepareParams, dask_address: str | None = None, n_files: int = 1) -> PipelineOptions:
+    """Beam flags for ``prepare.beam``; ``dask_address`` is the scheduler the dask runner connects to (the
+    configured one, or the LocalCluster's that ``run_prepare`` started)."""
     beam_params = params.beam
     if beam_params.runner == "local":
         args = [f"--runner={LOCAL_RUNNER}", f"--direct_running_mode={beam_params.mode}",
                 f"--direct_num_workers={beam_params.num_workers}", "--default_sdk_harness_log_level=WARNING"]
+    elif beam_params.runner == "dask":
+        dask = beam_params.dask
+        address = dask_address or dask.address
+        if address is None:
+            raise ValueError("the dask runner needs a scheduler: prepare.beam.dask.address or a started LocalCluster")
+        npartitions = dask.npartitions or max(1, min(n_files, 1024))
+        args = [f"--runner={DASK_RUNNER}", f"--dask_client_address={address}",
+                f"--dask_connection_timeout={max(1, int(round(dask.connect_timeout_secs)))}",
+                f"--dask_npartitions={npartitions}"]
     else:
         args = [f"--runner={beam_params.runner}"]
     return PipelineOptions(args + list(beam_params.options))
 
 
-def _unpitched(source_counts: tuple[str, tuple[int, int]], min_voiced_fraction: float):
-    """A rejection for a file whose voiced share is below the minimum (DC, noise, clicks)."""
-    source, (voiced, frames) = source_counts
+def _file_verdict(source_stats, min_voiced_fraction: float, num_shards: int):
+    """A file's analysed chunks -> its stats, or (voiced share below the minimum: DC, noise, clicks) an
+    ``unpitched`` rejection and a ``drop`` marker for every shard of its split."""
+    _key, rows = source_stats
+    rows = list(rows)
+    source, split = rows[0]["source"], rows[0]["split"]
+    voiced, frames = sum(r["file_voiced_frames"] for r in rows), sum(r["file_frames"] for r in rows)
     share = voiced / frames if frames else 0.0
-    if share < min_voiced_fraction:
-        beam.metrics.Metrics.counter(_COUNTER_NS, "rejected_unpitched").inc()
-        yield _rejection(source, "unpitched", f"voiced share {share:.3f} of {frames} frames is below "
-                         f"prepare.min_voiced_fraction = {min_voiced_fraction:g} (no pitch: DC, noise or clicks?)")
+    if share >= min_voiced_fraction:
+        for row in rows:
+            yield _STATS, row
+        return
+    yield _REJECTED, _rejection(source, "unpitched", f"voiced share {share:.3f} of {frames} frames is below "
+                                f"prepare.min_voiced_fraction = {min_voiced_fraction:g} (no pitch: DC, noise or clicks?)")
+    for shard in range(num_shards):
+        yield _DROP, (_shard_key(split, shard, num_shards), source)
+
+
+def _spread_key(record) -> int:
+    kind, payload = record
+    if kind == _CHUNK:
+        return _int_key(payload.source, payload.first_window)
+    return _int_key(kind, payload["source"])
+
+
+def _of_kind(record, *kinds):
+    return record[0] in kinds
 
 
 def build(pipeline: beam.Pipeline, files: list[SourceFile], params: PrepareParams, out_dir: Path) -> None:
-    inspected = (pipeline | "ListFiles" >> beam.Create(files)
-                 | "Inspect" >> beam.ParDo(InspectFile(params)).with_outputs(_REJECTED, _INSPECTED, main="chunks"))
-    analysed = (inspected.chunks | "SpreadChunks" >> beam.Reshuffle()
-                | "Analyse" >> beam.ParDo(AnalyseChunk(params)).with_outputs(_REJECTED, "stats", main="examples"))
-    unpitched = (analysed.stats
-                 | "VoicedFrames" >> beam.Map(lambda s: (s["source"], (s["file_voiced_frames"], s["file_frames"])))
-                 | "VoicedPerFile" >> beam.CombinePerKey(lambda pairs: tuple(map(sum, zip(*pairs))))
-                 | "Unpitched" >> beam.FlatMap(_unpitched, params.min_voiced_fraction))
-    dropped = beam.pvalue.AsDict(unpitched | "UnpitchedSources" >> beam.Map(lambda r: (r["source"], r["reason"])))
-    examples = analysed.examples | "DropUnpitched" >> beam.Filter(lambda kv, bad: kv[1][0][0] not in bad, dropped)
-    stats = analysed.stats | "DropUnpitchedStats" >> beam.Filter(lambda s, bad: s["source"] not in bad, dropped)
-    by_split = examples | "BySplit" >> beam.Partition(lambda kv, _n: SPLITS.index(kv[0]), len(SPLITS))
-    for split, records in zip(SPLITS, by_split):
-        _ = (records | f"Records_{split}" >> beam.Values()
-             | f"Shard_{split}" >> beam.Map(lambda keyed, n: (shard_of(keyed[0], n), keyed), params.num_shards)
-             | f"Group_{split}" >> beam.GroupByKey()
-             | f"Write_{split}" >> beam.ParDo(WriteShard(shard_prefix(out_dir, split), params.num_shards)))
-    _write_jsonl((inspected[_REJECTED], analysed[_REJECTED], unpitched), out_dir / "rejected", "Rejected")
-    _write_jsonl((stats,), out_dir / "chunks", "Stats")
-    _write_jsonl((inspected[_INSPECTED],), out_dir / "inspected", "Inspected")
+    """The graph: one stream of tagged records; files written by keyed DoFns; the report writer last."""
+    n = params.num_shards
+    records = (pipeline | "ListFiles" >> beam.Create(files)
+               | "Inspect" >> beam.ParDo(InspectFile(params))
+               # a keyed GroupByKey rather than Reshuffle (a no-op on DaskRunner): chunks of one file spread too
+               | "KeyChunks" >> beam.Map(lambda r: (_spread_key(r), r))
+               | "SpreadChunks" >> beam.GroupByKey()
+               | "Unkey" >> beam.FlatMap(lambda key_values: key_values[1])
+               | "Analyse" >> beam.ParDo(AnalyseChunk(params)))
+    verdicts = (records | "Stats" >> beam.Filter(_of_kind, _STATS)
+                | "KeyStats" >> beam.Map(lambda r: (_int_key(r[1]["source"]), r[1]))
+                | "StatsPerFile" >> beam.GroupByKey()
+                | "Verdicts" >> beam.FlatMap(_file_verdict, params.min_voiced_fraction, n))
+    windows = (records | "Examples" >> beam.Filter(_of_kind, _EXAMPLE)
+               | "KeyExamples" >> beam.Map(lambda r, n: (_shard_key(r[1][0], shard_of(r[1][1], n), n),
+                                                         (_EXAMPLE, r[1][1], r[1][2])), n))
+    drops = (verdicts | "Drops" >> beam.Filter(_of_kind, _DROP)
+             | "KeyDrops" >> beam.Map(lambda r: (r[1][0], (_DROP, r[1][1], None))))
+    shards = ((windows, drops) | "ShardInputs" >> beam.Flatten()
+              | "GroupShards" >> beam.GroupByKey()
+              | "WriteShards" >> beam.ParDo(WriteShard(str(out_dir), n)))
+    kept = [records | "Decisions" >> beam.Filter(_of_kind, _REJECTED, _INSPECTED),
+            verdicts | "Verdict" >> beam.Filter(_of_kind, _REJECTED, _STATS), shards]
+    # last, and downstream of every branch: DaskRunner computes the graph's last transform (and what it needs)
+    _ = (kept | "ReportRecords" >> beam.Flatten()
+         | "OneKey" >> beam.Map(lambda r: (0, r))
+         | "AllRecords" >> beam.GroupByKey()
+         | "WriteRecords" >> beam.ParDo(WriteRecords(str(out_dir / RECORDS_FILE))))
 
 
-def _write_jsonl(pcolls, prefix: Path, label: str) -> None:
-    _ = (pcolls | f"Flatten{label}" >> beam.Flatten()
-         | f"Json{label}" >> beam.Map(json.dumps, sort_keys=True)
-         | f"Write{label}" >> beam.io.WriteToText(str(prefix), file_name_suffix=".jsonl", shard_name_template=""))
+def read_records(path: Path) -> dict[str, list]:
+    """The report records the graph wrote, by kind."""
+    out: dict[str, list] = {kind: [] for kind in _REPORT_KINDS}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                kind, payload = json.loads(line)
+                out[kind].append(payload)
+    return out
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+def counts(records: dict[str, list]) -> dict[str, int]:
+    """What Beam's counters used to say, from the records: files read, rejections by reason, examples written."""
+    out = {"files_read": len(records[_INSPECTED])}
+    for r in records[_REJECTED]:
+        out[f"rejected_{r['reason']}"] = out.get(f"rejected_{r['reason']}", 0) + 1
+    for split in SPLITS:
+        out[f"examples_{split}"] = sum(s["examples"] for s in records[_SHARD] if s["split"] == split)
+    return dict(sorted(out.items()))
 
 
 def summarise(files: list[SourceFile], chunk_stats: list[dict], rejected: list[dict]) -> dict:
@@ -379,29 +479,64 @@ def _check_written(folder: Path, stats: dict) -> None:
                                 f"{stats[f'examples_{split}']}: the Beam runner lost records")
 
 
+def _run(pipeline: beam.Pipeline, params: PrepareParams) -> None:
+    """Run the graph to the end (within ``prepare.beam.dask.run_timeout_secs`` on dask), then let the
+    runner's client go."""
+    beam_params = params.beam
+    result = pipeline.run()
+    try:
+        if beam_params.runner == "dask" and beam_params.dask.run_timeout_secs is not None:
+            state = result.wait_until_finish(duration=int(beam_params.dask.run_timeout_secs * 1000))
+        else:
+            state = result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # DaskRunner's result holds its own dask Client
+        if client is not None:
+            client.close()
+    if state not in (None, PipelineState.DONE):
+        raise PrepareFailed(f"the Beam pipeline ended {state} on runner {beam_params.runner}")
+
+
+@contextlib.contextmanager
+def _scheduler(params: PrepareParams):
+    """The dask scheduler address for runner dask (a LocalCluster started if none is set), else None."""
+    if params.beam.runner != "dask":
+        yield None
+        return
+    from pipeline.prepare.cluster import dask_scheduler  # dask is imported only when it runs
+
+    with dask_scheduler(params.beam) as address:
+        yield address
+
+
 def run_prepare(params: PrepareParams, audio_dir: Path, out_dir: Path, seed: int) -> dict:
     """Run the Beam pipeline; publish ``out_dir`` atomically; return the stats + rejection report."""
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     files = discover(audio_dir, params.eval_fraction, seed)
     LOG.info("prepare: %d audio files under %s", len(files), audio_dir)
-    print(f"prepare: {len(files)} audio files under {audio_dir}, runner {params.beam.runner} "
-          f"({params.beam.mode}, {params.beam.num_workers} workers)", file=sys.stderr, flush=True)
+    beam_params = params.beam
+    where = (f"{beam_params.mode}, {beam_params.num_workers} workers" if beam_params.runner == "local" else
+             f"scheduler {beam_params.dask.address or f'LocalCluster of {beam_params.num_workers} workers'}"
+             if beam_params.runner == "dask" else "options " + " ".join(beam_params.options))
+    print(f"prepare: {len(files)} audio files under {audio_dir}, runner {beam_params.runner} ({where})",
+          file=sys.stderr, flush=True)
     with staged_dir(out_dir) as staging:
-        with beam.Pipeline(options=pipeline_options(params)) as pipeline:
+        with _scheduler(params) as dask_address:
+            pipeline = beam.Pipeline(options=pipeline_options(params, dask_address, len(files)))
             build(pipeline, files, params, staging)
-        counters = {c.key.metric.name: c.committed for c in pipeline.result.metrics().query()["counters"]}
-        rejected = sorted(_read_jsonl(staging / "rejected.jsonl"), key=lambda r: (r["source"], r["reason"]))
-        chunk_stats = _read_jsonl(staging / "chunks.jsonl")
-        decisions = decide(files, _read_jsonl(staging / "inspected.jsonl"), chunk_stats, rejected)
+            _run(pipeline, params)
+        records = read_records(staging / RECORDS_FILE)
+        rejected = sorted(records[_REJECTED], key=lambda r: (r["source"], r["reason"]))
+        chunk_stats = sorted(records[_STATS], key=lambda s: (s["source"], s["first_window"]))
+        decisions = decide(files, records[_INSPECTED], chunk_stats, rejected)
         stats = summarise(files, chunk_stats, rejected)
         stats["files_with_warnings"] = sum(bool(d["warnings"]) for d in decisions if d["decision"] == "used")
         _check_usable(stats, rejected, params.eval_fraction)
         _fill_empty_shards(staging, params.num_shards)
         _check_written(staging, stats)
-        for name in ("chunks.jsonl", "rejected.jsonl", "inspected.jsonl"):
-            (staging / name).unlink()
+        (staging / RECORDS_FILE).unlink()
         DatasetSpec(params.sample_rate, params.frame_rate, params.example_secs, params.f0.method).save(staging)
-        report = {"stats": stats, "decisions": decisions, "rejected": rejected, "beam_counters": counters,
+        report = {"stats": stats, "decisions": decisions, "rejected": rejected, "counts": counts(records),
                   "splits": {f.source: f.split for f in files}}
         # ensure_ascii=False: file names read as they are on disk, not as \u escapes
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
