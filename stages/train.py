@@ -6,6 +6,10 @@ Run as ``python -m stages.train``. Code: :mod:`pipeline.model` (with :mod:`pipel
 untrained and the trained model), ``metrics/train_loss.csv`` (loss curve). Checkpoints go to
 ``train.checkpoint_dir``, which is deliberately not a DVC out: DVC deletes outs before rerunning a
 stage, and a killed run must find its checkpoints to resume.
+
+With ``train.strategy: multi_worker`` and no cluster in the environment (``TF_CONFIG``, or an Indexed
+Job's ``GDDSP_WORKER_HOSTS``), this process only launches ``train.workers`` local workers running this
+stage (:mod:`pipeline.model.launch`); worker 0 publishes.
 """
 from __future__ import annotations
 

@@ -52,6 +52,29 @@ def test_multi_worker_tf_config_from_an_indexed_job():
         tf_config_from_env({HOSTS_ENV: hosts, INDEX_ENV: "2"})
 
 
+def test_multi_worker_kubernetes_indexed_job_gives_each_pod_a_gpu_and_its_tf_config():
+    """deploy/k8s-train-workers.yaml: one pod per worker, a GPU each, peers named as Kubernetes' DNS names them."""
+    service, job = yaml.safe_load_all((REPO_ROOT / "deploy" / "k8s-train-workers.yaml").read_text())
+    assert service["kind"] == "Service" and service["spec"]["clusterIP"] == "None"
+    spec = job["spec"]
+    assert job["kind"] == "Job" and spec["completionMode"] == "Indexed" and spec["backoffLimit"] == 0
+    n = spec["completions"]
+    assert spec["parallelism"] == n >= 2
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    (container,) = pod["containers"]
+    assert container["command"][-2:] == ["-m", "stages.train"]
+    for side in ("requests", "limits"):
+        assert container["resources"][side]["nvidia.com/gpu"] == 1
+    env = {item["name"]: item["value"] for item in container["env"]}
+    port = service["spec"]["ports"][0]["port"]
+    expected = [f"{job['metadata']['name']}-{i}.{pod['subdomain']}:{port}" for i in range(n)]
+    for index in range(n):
+        config = tf_config_from_env({**env, INDEX_ENV: str(index)})
+        assert config["cluster"]["worker"] == expected and config["task"]["index"] == index
+
+
 def test_multi_worker_chief_is_worker_zero(monkeypatch):
     from pipeline.model.distribute import is_chief
 

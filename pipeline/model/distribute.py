@@ -3,8 +3,9 @@
 - ``default``: TensorFlow's default strategy, one device (a GPU when one is visible).
 - ``mirrored``: synchronous data parallelism over the local GPUs (or the CPU when there is none).
 - ``multi_worker``: MultiWorkerMirroredStrategy; the cluster comes from the ``TF_CONFIG``
-  environment variable, as on Kubernetes or Vertex AI. Only the chief writes checkpoints and the
-  model; the other workers save to a scratch folder, as TensorFlow requires every worker to save.
+  environment variable (set by a scheduler, or by :mod:`pipeline.model.launch`). Only the chief
+  writes checkpoints and the model; every worker restores the chief's, and the others save to a
+  scratch folder, as TensorFlow requires every worker to save.
 """
 from __future__ import annotations
 
