@@ -88,10 +88,16 @@ def prefect_api(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory, mlflow_uri):
-    """The tiny project built by `dvc repro` (as `make run` does), logging to the MLflow server."""
-    from services import dvc, make_tiny_project, run, stage_env
+def tiny_build(tmp_path_factory, mlflow_uri):
+    """The tiny project built by `dvc repro` (as `make run` does), logging to the MLflow server, and the
+    sha256 of every file of its DVC outs as built (tests may change the project afterwards)."""
+    from services import dvc, make_tiny_project, out_digests, run, stage_env
 
     root = make_tiny_project(tmp_path_factory.mktemp("tiny") / "project")
     run(dvc("repro"), root, stage_env(MLFLOW_TRACKING_URI=mlflow_uri))
-    return root
+    return root, out_digests(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tiny_build):
+    return tiny_build[0]

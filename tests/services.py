@@ -6,6 +6,7 @@ Servers bind to 127.0.0.1 on a free port, keep their state in a temporary folder
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -257,3 +258,26 @@ def postgres_server(bin_dir: Path) -> Iterator[str]:
                 process.wait()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def out_files(project: Path) -> dict[str, Path]:
+    """Every file of every DVC out of ``project``, by its path in the project."""
+    from dvc.repo import Repo
+
+    files = {}
+    with Repo(str(project)) as repo:
+        for stage in repo.index.stages:
+            for out in stage.outs:
+                files.update(files_under(project, Path(out.fs_path)))
+    return files
+
+
+def files_under(project: Path, path: Path) -> dict[str, Path]:
+    """The file ``path`` or the files in folder ``path``, by their path in ``project``."""
+    found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {file.relative_to(project).as_posix(): file for file in found}
+
+
+def out_digests(project: Path) -> dict[str, str]:
+    """The sha256 of every file of ``project``'s DVC outs."""
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in out_files(project).items()}
