@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import Params
+from pipeline.vocab import RECOMMENDED
 
 METRICS_DIR = "metrics"
 CLIPS_FILE = "clips.csv"    # the manifest of sample@K: one row per clip
@@ -21,9 +22,9 @@ PREPARE_REPORT = "report.json"
 RECONSTRUCTIONS = "reconstructions"
 
 
-def k_name(k: int) -> str:
-    """The folder/file stem of everything of one mixture: ``k8``."""
-    return f"k{k}"
+def k_name(k: int | str) -> str:
+    """The folder/file stem of everything of one mixture: ``k8``; ``recommended`` for choose_k's K."""
+    return RECOMMENDED if k == RECOMMENDED else f"k{int(k)}"
 
 
 @dataclass(frozen=True)
@@ -92,17 +93,17 @@ class Paths:
         return self._at(f"{METRICS_DIR}/extract_z.json")
 
     # fit_gmm@K
-    def mixture_dir(self, k: int) -> Path:
+    def mixture_dir(self, k: int | str) -> Path:
         return self._at(self.params.gmm.out_dir) / k_name(k)
 
-    def conditional_dir(self, k: int) -> Path:
+    def conditional_dir(self, k: int | str) -> Path:
         return self.mixture_dir(k) / CONDITIONAL_DIR
 
     @property
     def mixture_metrics_dir(self) -> Path:
         return self._at(self.params.gmm.metrics_dir)
 
-    def mixture_metrics(self, k: int) -> Path:
+    def mixture_metrics(self, k: int | str) -> Path:
         return self.mixture_metrics_dir / f"{k_name(k)}.json"
 
     # choose_k
@@ -115,13 +116,13 @@ class Paths:
     def samples_root(self) -> Path:
         return self._at(self.params.sample.out_dir)
 
-    def samples_dir(self, k: int) -> Path:
+    def samples_dir(self, k: int | str) -> Path:
         return self.samples_root / k_name(k)
 
-    def clips_file(self, k: int) -> Path:
+    def clips_file(self, k: int | str) -> Path:
         return self.samples_dir(k) / CLIPS_FILE
 
-    def sample_metrics(self, k: int) -> Path:
+    def sample_metrics(self, k: int | str) -> Path:
         return self._at(f"{METRICS_DIR}/samples/{k_name(k)}.json")
 
     # anchors

@@ -27,6 +27,12 @@ CONDITIONINGS = ("seed", "seed_report_scale", "midi", "real")
 # conditionings whose clips have a real example with the same contours (its audio is the reference)
 REAL = "real"
 
+# ---- mixtures ----
+# the key of the mixture with choose_k's recommended K (fit_gmm_recommended, sample_recommended): its folders
+# are named so, not k<K>, because DVC's matrix of listed Ks is static and the recommended K is known only later
+RECOMMENDED = "recommended"
+RENDERED_AS = "rendered_as"  # in the recommended mixture's metrics: the listed K's folder that already holds it
+
 # ---- anchors: z that is not sampled, decoded on the same contours (the anchors stage) ----
 RESYNTHESIS = "resynthesis"  # the encoder's z of the real example: the ceiling
 MEAN_Z = "mean_z"            # the training z mean held constant: what sampling must beat

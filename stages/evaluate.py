@@ -3,7 +3,8 @@ and K, with bootstrap intervals and paired tests; invalid clusters.
 
 Run as ``python -m stages.evaluate``. Code: :mod:`pipeline.evaluation`. Reads
 ``gmm.metrics_dir/k<K>.json`` and ``sample.out_dir/k<K>/clips.csv`` for the Ks in
-``gmm.n_components`` only, and the anchors (``anchors.out_dir``: clips.csv, real/*.wav). Metrics:
+``gmm.n_components`` and, when choose_k's K is not among them, its ``recommended`` ones;
+the anchors (``anchors.out_dir``: clips.csv, real/*.wav). Metrics:
 ``metrics/evaluate.json``; plots data: ``metrics/evaluate/`` (CSV); outs: ``reports/evaluate/``
 (comparison.csv/.md, paired_tests.csv, invalid_clusters.csv, figures). Each K's numbers also go to
 that K's MLflow run (the run fit_gmm@K and sample@K log into), so the run and the report agree.
@@ -20,6 +21,7 @@ from pipeline.evaluation.aggregate import (
     load_clips,
     load_gmm_table,
     real_audio_dir,
+    rendered_mixtures,
     write_plots_data,
     write_report_files,
 )
@@ -33,16 +35,20 @@ from pipeline.vocab import REAL
 def main() -> None:
     params = load_params()
     paths = Paths(params, project_root())
-    ks = sorted(params.gmm.n_components)
-    clips = load_clips(paths.samples_root, ks)
+    mixtures = rendered_mixtures(paths.mixture_metrics_dir, params.gmm.n_components)
+    ks = list(mixtures)
+    clips = load_clips(paths.samples_root, mixtures)
     anchors = load_anchors(paths.anchors_dir)
     cfg = params.evaluate
     real_frames = (real_reference_frames(real_audio_dir(paths.anchors_dir), {})
                    if REAL in params.sample.conditionings else None)
     settings = EvaluateSettings(cfg.min_valid_share, cfg.n_resamples, cfg.alpha, cfg.kad_max_frames, params.seed)
     selection = json.loads(paths.choose_k_metrics.read_text()) if paths.choose_k_metrics.is_file() else None
-    result = evaluate(load_gmm_table(paths.mixture_metrics_dir, ks), clips, anchors=anchors, real_frames=real_frames,
+    result = evaluate(load_gmm_table(paths.mixture_metrics_dir, mixtures), clips, anchors=anchors, real_frames=real_frames,
                       settings=settings, selection=selection)
+    # listed: in gmm.n_components; rendered: listed, or rendered by fit_gmm_recommended + sample_recommended
+    result.metrics["recommended_k_listed"] = result.recommended_k in params.gmm.n_components
+    result.metrics["recommended_k_rendered"] = result.recommended_k in ks
     with staged_dir(paths.evaluate_plots) as staging:
         write_plots_data(result, staging)
     with staged_dir(paths.evaluate_report) as staging:

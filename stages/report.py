@@ -2,12 +2,13 @@
 
 Run as ``python -m stages.report``. Code: :mod:`pipeline.report`. Reads evaluate's outs
 (``metrics/evaluate.json``, ``metrics/evaluate/clusters.csv``, ``reports/evaluate/``) and the clip
-manifests of the Ks in ``gmm.n_components``; links (does not copy) the clips' WAV and PNG files
+manifests of the rendered Ks (``gmm.n_components`` and the recommended K); links (does not copy) the clips' WAV and PNG files
 under ``sample.out_dir``.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from pipeline.config import load_params, project_root
 from pipeline.paths import CLIP_DIR, Paths
@@ -24,7 +25,7 @@ def main() -> None:
     except ReportInputsStale as err:
         sys.exit(f"report: {err}")
     write_text_atomic(paths.report_page, render_page(page))
-    ks = sorted(params.gmm.n_components)
+    ks = sorted({int(k) for k in page.clips["k"]})
     print(f"report: {len(page.clips)} clips over K={ks} -> {paths.report_page}")
     with stage_run("report", paths.root, params.tracking) as run:
         run.log_params({"report": params.report.model_dump(), "ks": ks})
@@ -33,7 +34,7 @@ def main() -> None:
         # opened from the artifact store shows its figures and plays its clips
         run.log_artifact(paths.report_page, paths.report_page.parent.relative_to(paths.root).as_posix())
         for folder in (paths.evaluate_report, paths.anchors_dir / CLIP_DIR,
-                       *(paths.samples_dir(k) / CLIP_DIR for k in ks)):
+                       *sorted({Path(folder) / CLIP_DIR for folder in page.clips["folder"]})):
             run.log_artifact(folder, folder.relative_to(paths.root).as_posix())
 
 

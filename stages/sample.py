@@ -4,6 +4,10 @@ Run as ``python -m stages.sample --k 8``. Code: :mod:`pipeline.generation` (with
 :mod:`pipeline.prior`, :mod:`pipeline.model`, :mod:`pipeline.metrics`). Outs: ``sample.out_dir/k<K>``
 (clips/*.wav + *.png, clips.csv: one row per clip with its K, method, cluster, weight,
 conditioning, seed, rho, paths and metrics); metrics: ``metrics/samples/k<K>.json`` (means per method).
+
+Also DVC stage ``sample_recommended`` (``--k recommended``): the same from fit_gmm_recommended's mixture,
+into ``sample.out_dir/recommended`` and ``metrics/samples/recommended.json``; when the recommended K is
+listed, sample@K has rendered it and the folder only says where (``rendered_as``).
 """
 from __future__ import annotations
 
@@ -15,29 +19,46 @@ from pipeline.config import load_params, project_root
 from pipeline.paths import CLIP_DIR, CLIPS_FILE, Paths
 from pipeline.publish import staged_dir, write_json_atomic
 from pipeline.tracking.runs import k_run, log_mixture
+from pipeline.vocab import RECOMMENDED, RENDERED_AS
+
+POINTER_FILE = "rendered_as.json"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--k", type=int, required=True, help="cluster count; must be listed in gmm.n_components")
+    parser.add_argument("--k", required=True,
+                        help="cluster count listed in gmm.n_components, or 'recommended' (fit_gmm_recommended's K)")
     args = parser.parse_args(argv)
     params = load_params()
     paths = Paths(params, project_root())
-    if args.k not in params.gmm.n_components:
-        sys.exit(f"sample: K={args.k} is not in gmm.n_components {params.gmm.n_components}")
+    if args.k == RECOMMENDED:
+        key = RECOMMENDED
+        mixture = json.loads(paths.mixture_metrics(key).read_text())
+        k = int(mixture["k"])
+        if RENDERED_AS in mixture:  # a listed K: sample@K renders it
+            with staged_dir(paths.samples_dir(key)) as staging:
+                write_json_atomic(staging / POINTER_FILE, mixture)
+            write_json_atomic(paths.sample_metrics(key), mixture)
+            print(f"sample: recommended K={k} is listed in gmm.n_components: rendered by sample@{k}")
+            return
+    else:
+        if not args.k.isdigit() or int(args.k) not in params.gmm.n_components:
+            sys.exit(f"sample: --k {args.k} is neither 'recommended' nor in gmm.n_components "
+                     f"{params.gmm.n_components}")
+        key = k = int(args.k)
     # deferred: TensorFlow loads only once params are valid
     from pipeline.generation.render import sample_mixture, summarise_clips
     from pipeline.generation.synthesizer import load_synthesizer
 
-    out_dir = paths.samples_dir(args.k)
+    out_dir = paths.samples_dir(key)
     with staged_dir(out_dir) as staging:
-        clips = sample_mixture(params, paths, args.k, staging, load_synthesizer(paths.model_dir))
+        clips = sample_mixture(params, paths, key, staging, load_synthesizer(paths.model_dir))
     summary = summarise_clips(clips)
-    write_json_atomic(paths.sample_metrics(args.k), summary)
-    print(f"sample: K={args.k}: {len(clips)} clips, {int((~clips['valid']).sum())} invalid -> {out_dir}")
-    with k_run(args.k, paths.root, params.tracking) as run:
-        log_mixture(run, params, args.k, json.loads(paths.mixture_metrics(args.k).read_text()),
-                    paths.mixture_dir(args.k))
+    write_json_atomic(paths.sample_metrics(key), summary)
+    print(f"sample: K={k}{' (recommended)' if key == RECOMMENDED else ''}: {len(clips)} clips, "
+          f"{int((~clips['valid']).sum())} invalid -> {out_dir}")
+    with k_run(k, paths.root, params.tracking) as run:
+        log_mixture(run, params, k, json.loads(paths.mixture_metrics(key).read_text()), paths.mixture_dir(key))
         run.log_params({"sample": params.sample.model_dump()})
         run.log_metrics(summary)  # <method>.<metric>, the keys `dvc metrics show` prints
         run.log_table(clips, "manifest.json")

@@ -46,6 +46,7 @@ TINY_PARAMS = {
     "flows": {"stage_retries": 0},
 }
 TINY_KS = TINY_PARAMS["gmm"]["n_components"]
+RECOMMENDED_STAGES = ["fit_gmm_recommended", "sample_recommended"]
 
 
 def free_port() -> int:
@@ -281,3 +282,19 @@ def files_under(project: Path, path: Path) -> dict[str, Path]:
 def out_digests(project: Path) -> dict[str, str]:
     """The sha256 of every file of ``project``'s DVC outs."""
     return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in out_files(project).items()}
+
+
+def rendered_ks(project: Path) -> list[int]:
+    """The Ks a built project rendered: the listed ones plus choose_k's K when it is not listed."""
+    from pipeline.evaluation.aggregate import rendered_mixtures
+
+    listed = yaml.safe_load((project / "params.yaml").read_text())["gmm"]["n_components"]
+    return list(rendered_mixtures(project / "metrics" / "gmm", listed))
+
+
+def samples_folder(project: Path, k: int) -> Path:
+    """Where a built project's clips of K are: samples/k<K>, or samples/recommended for an unlisted recommended K."""
+    from pipeline.evaluation.aggregate import rendered_mixtures
+
+    listed = yaml.safe_load((project / "params.yaml").read_text())["gmm"]["n_components"]
+    return project / "samples" / rendered_mixtures(project / "metrics" / "gmm", listed)[k]

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pandas as pd
 import pytest
-from services import TINY_KS
+from services import rendered_ks, samples_folder
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def page(browser, tmp_path):
 
 
 def test_report_page_images_load_and_every_clip_has_a_playable_audio_element(tiny_project, page):
-    clips = pd.concat([*(pd.read_csv(tiny_project / f"samples/k{k}/clips.csv") for k in TINY_KS),
+    clips = pd.concat([*(pd.read_csv(samples_folder(tiny_project, k) / "clips.csv") for k in rendered_ks(tiny_project)),
                        pd.read_csv(tiny_project / "samples/anchors/clips.csv")])  # seed only: every clip is shown
     page.goto((tiny_project / "reports/index.html").as_uri())
     # every K section open and every image eager, so nothing waits on scrolling
@@ -78,7 +78,7 @@ def test_mlflow_ui_lists_and_compares_the_k_runs_side_by_side(tiny_project, mlfl
     experiment = client.get_experiment_by_name("generative-ddsp")
     k_runs = client.search_runs([experiment.experiment_id], "tags.pipeline_role = 'k'", max_results=100)
     names = sorted({run.info.run_name for run in k_runs})
-    assert names == [f"K={k}" for k in TINY_KS]
+    assert names == [f"K={k}" for k in rendered_ks(tiny_project)]
 
     # the runs table, sorted by a metric so child runs are listed flat rather than folded under their parent
     page.goto(f"{mlflow_uri}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"

@@ -80,7 +80,8 @@ def test_a_change_inside_one_subpackage_reruns_only_the_stages_that_use_it(proje
     reader = project / "pipeline/latent/ztable.py"
     reader.write_text(reader.read_text() + "\n# an edit to the z-table reader\n")
     # `dvc status` names the stages whose own deps changed; `dvc repro` then reruns what lies downstream
-    users = {"extract_z", "choose_k", "anchors", *(f"fit_gmm@{k}" for k in ks), *(f"sample@{k}" for k in ks)}
+    users = {"extract_z", "choose_k", "anchors", *(f"fit_gmm@{k}" for k in ks), *(f"sample@{k}" for k in ks),
+             "fit_gmm_recommended", "sample_recommended"}
     assert stages_to_run(project) == users, "the z table's users rerun, the corpus and training do not"
 
     for name in ("vocab.py", "paths.py", "config.py", "publish.py"):  # infrastructure: reruns nothing more

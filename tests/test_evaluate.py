@@ -295,6 +295,23 @@ def test_reasons_group_checks_whose_values_differ():
                                              "f0_rpa 0 < 0.5 in 1/4 clips; no reason given in 1/4 clips")
 
 
+def test_rendered_mixtures_add_the_recommended_k_only_when_it_is_not_listed(tmp_path):
+    from pipeline.evaluation.aggregate import load_clips, load_gmm_table, rendered_mixtures
+
+    for k in (2, 3):
+        write_gmm_metrics(tmp_path, k)
+    folder = tmp_path / "metrics" / "gmm"
+    assert rendered_mixtures(folder, [3, 2]) == {2: "k2", 3: "k3"}  # no recommended fit yet
+    (folder / "recommended.json").write_text(json.dumps({"k": 3, "rendered_as": "k3"}))
+    assert rendered_mixtures(folder, [2, 3]) == {2: "k2", 3: "k3"}
+    (folder / "recommended.json").write_text(json.dumps({**json.loads((folder / "k3.json").read_text()), "k": 4}))
+    mixtures = rendered_mixtures(folder, [2, 3])
+    assert mixtures == {2: "k2", 3: "k3", 4: "recommended"}
+    assert load_gmm_table(folder, mixtures)["k"].tolist() == [2, 3, 4]
+    with pytest.raises(FileNotFoundError, match="run sample_recommended"):
+        load_clips(tmp_path / "samples", {4: "recommended"})
+
+
 def test_missing_clips_of_a_listed_k_is_an_error(tmp_path):
     from pipeline.evaluation.aggregate import load_clips
 

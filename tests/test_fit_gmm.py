@@ -80,5 +80,25 @@ def test_stage_writes_metrics_per_k_and_the_right_k_scores_best(project):
 
 
 def test_k_not_in_params_is_refused(project):
-    with pytest.raises(SystemExit, match="K=7 is not in gmm.n_components"):
+    with pytest.raises(SystemExit, match=r"--k 7 is neither 'recommended' nor in gmm.n_components \[1, 3, 5\]"):
         fit_gmm.main(["--k", "7"])
+
+
+def test_recommended_k_gets_its_own_folder_unless_it_is_listed(project):
+    """DVC's matrix of listed Ks is static: fit_gmm --k recommended fits choose_k's K into models/gmm/recommended,
+    or, when that K is listed, only points at the listed K's folder (nothing fitted twice)."""
+    with pytest.raises(FileNotFoundError, match="run the choose_k stage"):
+        fit_gmm.main(["--k", "recommended"])
+    choose_k = project / "metrics/choose_k.json"
+    choose_k.parent.mkdir(parents=True, exist_ok=True)
+    choose_k.write_text(json.dumps({"recommended_k": 4, "recommended_k_at_grid_edge": False}))
+    fit_gmm.main(["--k", "recommended"])
+    metrics = json.loads((project / "metrics/gmm/recommended.json").read_text())
+    assert metrics["k"] == 4 and len(metrics["weights"]) == 4 and "bic" in metrics
+    assert load_mixture(project / "models/gmm/recommended").n_components == 4
+    assert (project / "models/gmm/recommended/conditional/mixture.json").is_file()
+
+    choose_k.write_text(json.dumps({"recommended_k": 3, "recommended_k_at_grid_edge": False}))
+    fit_gmm.main(["--k", "recommended"])
+    assert json.loads((project / "metrics/gmm/recommended.json").read_text()) == {"k": 3, "rendered_as": "k3"}
+    assert [p.name for p in (project / "models/gmm/recommended").iterdir()] == ["rendered_as.json"]

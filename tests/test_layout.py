@@ -166,6 +166,7 @@ def test_dvc_outs_are_the_paths_module(dvc_yaml):
 
     from pipeline.config import load_params
     from pipeline.paths import Paths
+    from pipeline.vocab import RECOMMENDED
 
     params = load_params(REPO_ROOT / "params.yaml")
     paths = Paths(params, REPO_ROOT.resolve())
@@ -174,8 +175,8 @@ def test_dvc_outs_are_the_paths_module(dvc_yaml):
                 paths.prepare_metrics, paths.model_dir, paths.train_metrics, paths.train_loss, paths.z_table,
                 paths.extract_metrics, paths.evaluate_metrics, paths.evaluate_plots, paths.evaluate_report,
                 paths.report_page, paths.anchors_dir, paths.anchors_metrics, paths.choose_k_metrics}
-    expected |= {p for k in ks for p in (paths.mixture_dir(k), paths.mixture_metrics(k), paths.samples_dir(k),
-                                         paths.sample_metrics(k))}
+    expected |= {p for k in (*ks, RECOMMENDED) for p in (paths.mixture_dir(k), paths.mixture_metrics(k),
+                                                         paths.samples_dir(k), paths.sample_metrics(k))}
     with Repo(str(REPO_ROOT)) as repo:
         declared = {Path(out.fs_path).resolve() for stage in repo.index.stages for out in stage.outs}
     assert declared == expected

@@ -9,8 +9,7 @@ client and straight from the database.
 from __future__ import annotations
 
 import pytest
-import yaml
-from services import TINY_KS
+from services import rendered_ks, samples_folder
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +35,13 @@ def test_postgres_backend_holds_the_dvc_repro_parent_stage_and_k_runs(tiny_proje
     (parent,) = dvc_runs(client, "tags.pipeline_role = 'parent' and tags.source = 'dvc'")
     children = dvc_runs(client, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     by_name = {run.info.run_name: run for run in children}
-    assert sorted(by_name) == sorted([*STAGE_RUNS, *(f"K={k}" for k in TINY_KS)])
+    assert sorted(by_name) == sorted([*STAGE_RUNS, *(f"K={k}" for k in rendered_ks(tiny_project))])
     assert all(run.info.status == "FINISHED" for run in [parent, *children])
 
     # the server wrote them to PostgreSQL, not to a file of its own
     with psycopg.connect(postgres_uri.replace("postgresql+psycopg://", "postgresql://")) as connection:
         rows = dict(connection.execute("SELECT run_uuid, status FROM runs").fetchall())
-        k_run = by_name[f"K={TINY_KS[0]}"]
+        k_run = by_name[f"K={rendered_ks(tiny_project)[0]}"]
         bics = connection.execute("SELECT value FROM metrics WHERE run_uuid = %s AND key = 'bic'",
                                   (k_run.info.run_id,)).fetchall()
     assert {run.info.run_id for run in [parent, *children]} <= set(rows)
@@ -56,9 +55,8 @@ def test_postgres_backed_server_proxies_the_k_runs_artifacts(tiny_project, mlflo
     from mlflow.artifacts import download_artifacts
 
     client = MlflowClient(mlflow_uri)
-    sample_dir = yaml.safe_load((tiny_project / "params.yaml").read_text())["sample"]["out_dir"]
     children = dvc_children(client)
-    for k in TINY_KS:
+    for k in rendered_ks(tiny_project):
         run = children[f"K={k}"]
         # proxied: the run's artifact root is the server's, not a path the client writes to
         assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
@@ -70,4 +68,4 @@ def test_postgres_backed_server_proxies_the_k_runs_artifacts(tiny_project, mlflo
         assert len(wavs) == 1 + 4 * k and all(a.file_size > 44 for a in wavs)
         got = download_artifacts(run_id=run.info.run_id, artifact_path="clips.csv", dst_path=str(tmp_path / f"k{k}"),
                                  tracking_uri=mlflow_uri)
-        assert open(got, "rb").read() == (tiny_project / sample_dir / f"k{k}" / "clips.csv").read_bytes()
+        assert open(got, "rb").read() == (samples_folder(tiny_project, k) / "clips.csv").read_bytes()

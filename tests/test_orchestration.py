@@ -13,12 +13,12 @@ import subprocess
 import sys
 
 import pytest
-from services import TINY_KS, dvc, prefect_env, run, stage_env
+from services import TINY_KS, dvc, prefect_env, rendered_ks, run, stage_env
 
 pytestmark = pytest.mark.slow
 
 STAGES = ["corpus", "prepare", "train", "extract_z", "anchors", "choose_k", *(f"fit_gmm@{k}" for k in TINY_KS),
-          *(f"sample@{k}" for k in TINY_KS), "evaluate", "report"]
+          "fit_gmm_recommended", *(f"sample@{k}" for k in TINY_KS), "sample_recommended", "evaluate", "report"]
 FLOW_CALL = ("import json, sys; from pipeline.flows.{module} import {name}; "
              "state = {name}(**json.loads(sys.argv[1]), return_state=True); "
              "print('FLOW_RUN_ID', state.state_details.flow_run_id); print('RESULT', json.dumps(state.result()))")
@@ -66,14 +66,16 @@ def test_dvc_repro_logs_one_parent_with_a_child_per_stage_and_per_k(tiny_project
     assert len(parents) == 1 and parents[0].data.tags["source"] == "dvc"
     children = runs_of(client, f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
     names = sorted(run.info.run_name for run in children)
+    ks = rendered_ks(tiny_project)
+    assert len(ks) == len(TINY_KS) + 1, "the tiny project's recommended K is not listed: it gets its own K run"
     assert names == sorted(["corpus", "prepare", "train", "extract_z", "choose_k", "anchors",
-                            *(f"K={k}" for k in TINY_KS), "evaluate", "report"])
+                            *(f"K={k}" for k in ks), "evaluate", "report"])
     assert all(run.info.status == "FINISHED" for run in [*children, *parents])
 
 
 def test_each_k_run_holds_its_mixture_and_sample_metrics_clips_and_manifest(tiny_project, mlflow_uri):
     client = client_for(mlflow_uri)
-    for k in TINY_KS:
+    for k in rendered_ks(tiny_project):  # the recommended K's run too
         (run,) = runs_of(client, f"attributes.run_name = 'K={k}'")
         metrics = run.data.metrics
         for name in ("bic", "aic", "train_loglik", "heldout_loglik", "heldout_conditional_loglik", "weight_0",

@@ -67,3 +67,16 @@ def test_dirichlet_process_switches_off_unneeded_components():
     assert estimate.n_effective == 5
     assert sum(estimate.weights[:5]) > 0.98
     assert estimate.weights == sorted(estimate.weights, reverse=True)
+
+
+def test_read_recommended_k_names_the_file_and_the_stage(tmp_path):
+    from pipeline.prior.selection import read_recommended_k
+
+    path = tmp_path / "choose_k.json"
+    with pytest.raises(FileNotFoundError, match=r"choose_k\.json is missing: run the choose_k stage"):
+        read_recommended_k(path)
+    path.write_text('{"recommended_k": 0}')
+    with pytest.raises(ValueError, match="no valid recommended_k"):
+        read_recommended_k(path)
+    path.write_text('{"recommended_k": 6, "ks": [1, 2]}')
+    assert read_recommended_k(path) == 6

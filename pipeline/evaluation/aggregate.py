@@ -30,6 +30,7 @@ from pipeline.vocab import (  # noqa: E402
     CLIP_METRICS,
     CONDITIONAL,
     REAL,
+    RECOMMENDED,
     SET_METRICS,
     VALID_SHARE,
     method_order,
@@ -61,13 +62,33 @@ WEIGHT_VS_VALIDITY_PNG = "weight_vs_validity.png"
 
 # ---- inputs ----
 
-def load_gmm_table(metrics_dir: Path, ks: Iterable[int]) -> pd.DataFrame:
-    """One row per K (sorted) from fit_gmm's metrics files."""
+def rendered_mixtures(metrics_dir: Path, listed: Iterable[int]) -> dict[int, str]:
+    """K -> the name of its folders, for every rendered mixture: ``k<K>`` for the listed Ks, and
+    ``recommended`` for choose_k's K when it is not listed (fit_gmm_recommended wrote its metrics)."""
+    keys = {int(k): k_name(k) for k in listed}
+    path = Path(metrics_dir) / f"{RECOMMENDED}.json"
+    if path.is_file():
+        k = int(json.loads(path.read_text())["k"])
+        keys.setdefault(k, RECOMMENDED)
+    return dict(sorted(keys.items()))
+
+
+def _keys(ks: Iterable[int] | Mapping[int, str]) -> dict[int, str]:
+    return dict(sorted(ks.items())) if isinstance(ks, Mapping) else {int(k): k_name(k) for k in sorted(ks)}
+
+
+def _stage_of(key: str, k: int, stage: str) -> str:
+    return f"{stage}_{RECOMMENDED}" if key == RECOMMENDED else f"{stage}@{k}"
+
+
+def load_gmm_table(metrics_dir: Path, ks: Iterable[int] | Mapping[int, str]) -> pd.DataFrame:
+    """One row per K (sorted) from fit_gmm's metrics files; ``ks`` may map each K to its folder name."""
     rows = []
-    for k in sorted(ks):
-        path = Path(metrics_dir) / f"{k_name(k)}.json"
+    for k, key in _keys(ks).items():
+        path = Path(metrics_dir) / f"{key}.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no mixture metrics for K={k}: {path} is missing (run fit_gmm@{k})")
+            raise FileNotFoundError(f"no mixture metrics for K={k}: {path} is missing "
+                                    f"(run {_stage_of(key, k, 'fit_gmm')})")
         row = json.loads(path.read_text())
         if row.get("k") != k:
             raise ValueError(f"{path} holds K={row.get('k')}, expected {k}")
@@ -84,13 +105,14 @@ def read_manifest(path: Path) -> pd.DataFrame:
     return clips
 
 
-def load_clips(samples_dir: Path, ks: Iterable[int]) -> pd.DataFrame:
-    """Every clip manifest of the given Ks in one table, with ``valid`` as bool and reasons as text."""
+def load_clips(samples_dir: Path, ks: Iterable[int] | Mapping[int, str]) -> pd.DataFrame:
+    """Every clip manifest of the given Ks in one table, with ``valid`` as bool and reasons as text;
+    ``ks`` may map each K to its folder name (:func:`rendered_mixtures`)."""
     frames = []
-    for k in sorted(ks):
-        path = Path(samples_dir) / k_name(k) / CLIPS_FILE
+    for k, key in _keys(ks).items():
+        path = Path(samples_dir) / key / CLIPS_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"no clips for K={k}: {path} is missing (run sample@{k})")
+            raise FileNotFoundError(f"no clips for K={k}: {path} is missing (run {_stage_of(key, k, 'sample')})")
         clips = read_manifest(path)
         if (clips["k"] != k).any():
             raise ValueError(f"{path} holds clips of K={sorted(set(clips['k']) - {k})}, expected only {k}")

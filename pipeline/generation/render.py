@@ -177,19 +177,20 @@ def conditioning_inputs(params: Params, paths: Paths, spec: DatasetSpec) -> tupl
     return conditionings_from_params(params, spec, real, paths.root, data), data.summary()
 
 
-def sample_mixture(params: Params, paths: Paths, k: int, out_dir: Path, synth: Synthesizer) -> pd.DataFrame:
-    """Everything sample@K makes for the K-component mixture: every planned clip written under
-    ``out_dir`` (WAV + PNG in ``clips/``, the manifest ``clips.csv``, what the conditionings were
-    fitted to in ``conditionings.json``); returns the manifest."""
+def sample_mixture(params: Params, paths: Paths, key: int | str, out_dir: Path, synth: Synthesizer) -> pd.DataFrame:
+    """Everything sample@K makes for the mixture in ``paths.mixture_dir(key)`` (K, or ``recommended``):
+    every planned clip written under ``out_dir`` (WAV + PNG in ``clips/``, the manifest ``clips.csv``,
+    what the conditionings were fitted to in ``conditionings.json``); returns the manifest."""
     cfg = params.sample
     spec = DatasetSpec.load(paths.prepared_dir)
-    gmm = load_mixture(paths.mixture_dir(k))
+    gmm = load_mixture(paths.mixture_dir(key))
+    k = int(gmm.n_components)
     conditionings, fitted = conditioning_inputs(params, paths, spec)
     examples = sorted({c.example for c in conditionings.values() if c.example >= 0})
     frames = read_z_table(paths.z_table, "train")
     conditional, conditional_rhos = None, {}
     if CONDITIONAL in cfg.methods:
-        conditional = load_conditional(paths.conditional_dir(k))
+        conditional = load_conditional(paths.conditional_dir(key))
         conditional_rhos = conditional_cluster_rhos(frames, conditional, cfg.rho)
     plans = plan_clips(k, cfg.methods, [c for c in cfg.conditionings], cfg.temporal_hold, real_examples=examples,
                        n_draws=cfg.n_draws, weights=gmm.weights_,

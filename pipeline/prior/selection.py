@@ -15,7 +15,9 @@ the effective K.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -117,6 +119,17 @@ def sweep_k(z_train: np.ndarray, z_heldout: np.ndarray, *, k_min: int = 1, k_max
     return KSweep(ks=tried, heldout_loglik=scores, grid=grid, recommended_k=best_k,
                   recommended_k_at_grid_edge=at_edge, stopped_early=stopped_early, reason=reason,
                   n_train_frames=len(train), n_heldout_frames=len(heldout))
+
+
+def read_recommended_k(choose_k_file: str | Path) -> int:
+    """The recommended K that the choose_k stage wrote (its metrics file, :meth:`KSweep.as_dict`)."""
+    path = Path(choose_k_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the choose_k stage before fitting the recommended K")
+    k = json.loads(path.read_text()).get("recommended_k")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"{path} holds no valid recommended_k (got {k!r})")
+    return k
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from pipeline.evaluation.aggregate import (
     comparison_cells,
     load_anchors,
     load_clips,
+    rendered_mixtures,
     scope_title,
     verdict_lines,
 )
@@ -166,9 +167,12 @@ def _recommended_sentence(page: Page) -> str:
     if summary.get("recommended_k_at_grid_edge"):
         text += "; it is at the edge of the K tried, so a larger K might do better"
     sweep = summary.get("k_sweep") or {}
-    if not summary.get("recommended_k_listed", True):
-        text += (f"; K = {page.recommended_k} is not among the listed K (gmm.n_components), so it has no section "
-                 "below: add it to the list to render it")
+    if not summary.get("recommended_k_rendered", summary.get("recommended_k_listed", True)):
+        text += (f"; K = {page.recommended_k} is not among the rendered K, so it has no section below: rerun "
+                 "fit_gmm_recommended and sample_recommended, or add it to gmm.n_components")
+    elif not summary.get("recommended_k_listed", True):
+        text += (f"; K = {page.recommended_k} is not among the listed K (gmm.n_components): its own stages "
+                 "(fit_gmm_recommended, sample_recommended) rendered it")
     if sweep.get("ks"):
         text += "; sweep: " + ", ".join(f"K={k}: {v:.3f}" for k, v in zip(sweep["ks"], sweep["heldout_loglik"]))
     bic = summary.get("bic_recommended_k")
@@ -360,12 +364,15 @@ def _num(value) -> str:
 
 
 def build_page(params: Params, paths: Paths) -> Page:
-    """The page over evaluate's outputs and the clip manifests of the Ks in ``gmm.n_components``."""
-    ks = sorted(params.gmm.n_components)
+    """The page over evaluate's outputs and the clip manifests of the rendered Ks (``gmm.n_components`` and
+    the recommended K)."""
+    mixtures = rendered_mixtures(paths.mixture_metrics_dir, params.gmm.n_components)
+    ks = list(mixtures)
     summary = json.loads(paths.evaluate_metrics.read_text())
     evaluated = sorted(int(key[1:]) for key in summary["per_k"])
     if evaluated != ks:
-        raise ReportInputsStale(f"{paths.evaluate_metrics} covers K={evaluated} but gmm.n_components is {ks}; "
+        raise ReportInputsStale(f"{paths.evaluate_metrics} covers K={evaluated} but the rendered K are {ks} "
+                                f"(gmm.n_components {sorted(params.gmm.n_components)} and the recommended K); "
                                 "run evaluate first")
     page_dir = paths.report_page.parent
     paired_path = paths.evaluate_report / PAIRED_TESTS_CSV
@@ -375,7 +382,7 @@ def build_page(params: Params, paths: Paths) -> Page:
                 per_k=summary["per_k"], weight_summary=summary["invalid_clusters"],
                 comparison=pd.read_csv(paths.evaluate_report / COMPARISON_CSV),
                 clusters=pd.read_csv(paths.evaluate_plots / CLUSTERS_CSV),
-                clips=with_hrefs(load_clips(paths.samples_root, ks), paths.samples_root, page_dir),
+                clips=with_hrefs(load_clips(paths.samples_root, mixtures), paths.samples_root, page_dir),
                 figures=[(caption, href(paths.evaluate_report / name, page_dir)) for caption, name in FIGURES],
                 expand=params.report.expand,
                 anchors=with_hrefs(load_anchors(paths.anchors_dir), paths.samples_root, page_dir),
