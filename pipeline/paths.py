@@ -17,6 +17,7 @@ CLIPS_FILE = "clips.csv"    # the manifest of sample@K: one row per clip
 CLIP_DIR = "clips"          # WAV + PNG of every clip
 CONDITIONINGS_FILE = "conditionings.json"  # what the conditionings were fitted to (loudness map, MIDI envelope)
 CONDITIONAL_DIR = "conditional"  # the joint mixture over (z, f0, loudness) inside fit_gmm@K's folder
+RENDERED_AS_FILE = "rendered_as.json"  # the recommended mixture's folder when its K is listed: where it is
 REAL_DIR = "real"           # the anchors stage's copy of the real examples' audio (the reference set)
 PREPARE_REPORT = "report.json"
 RECONSTRUCTIONS = "reconstructions"

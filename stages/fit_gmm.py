@@ -17,15 +17,13 @@ import argparse
 import sys
 
 from pipeline.config import load_params, project_root
-from pipeline.paths import CONDITIONAL_DIR, Paths, k_name
+from pipeline.paths import CONDITIONAL_DIR, RENDERED_AS_FILE, Paths, k_name
 from pipeline.prior.conditional import fit_conditional_for_k, save_conditional
 from pipeline.prior.mixture import fit_for_k, save_mixture
 from pipeline.prior.selection import read_recommended_k
 from pipeline.publish import staged_dir, write_json_atomic
 from pipeline.tracking.runs import k_run, log_mixture
 from pipeline.vocab import RECOMMENDED, RENDERED_AS
-
-POINTER_FILE = "rendered_as.json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         if k in params.gmm.n_components:  # fitted by fit_gmm@K already
             pointer = {"k": k, RENDERED_AS: k_name(k)}
             with staged_dir(paths.mixture_dir(key)) as staging:
-                write_json_atomic(staging / POINTER_FILE, pointer)
+                write_json_atomic(staging / RENDERED_AS_FILE, pointer)
             write_json_atomic(paths.mixture_metrics(key), pointer)
             print(f"fit_gmm: recommended K={k} is listed in gmm.n_components: fitted by fit_gmm@{k}")
             return

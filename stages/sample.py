@@ -16,12 +16,10 @@ import json
 import sys
 
 from pipeline.config import load_params, project_root
-from pipeline.paths import CLIP_DIR, CLIPS_FILE, Paths
+from pipeline.paths import CLIP_DIR, CLIPS_FILE, RENDERED_AS_FILE, Paths
 from pipeline.publish import staged_dir, write_json_atomic
 from pipeline.tracking.runs import k_run, log_mixture
 from pipeline.vocab import RECOMMENDED, RENDERED_AS
-
-POINTER_FILE = "rendered_as.json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         k = int(mixture["k"])
         if RENDERED_AS in mixture:  # a listed K: sample@K renders it
             with staged_dir(paths.samples_dir(key)) as staging:
-                write_json_atomic(staging / POINTER_FILE, mixture)
+                write_json_atomic(staging / RENDERED_AS_FILE, mixture)
             write_json_atomic(paths.sample_metrics(key), mixture)
             print(f"sample: recommended K={k} is listed in gmm.n_components: rendered by sample@{k}")
             return
