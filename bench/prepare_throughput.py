@@ -439,11 +439,7 @@ def main(argv=None) -> None:
             configs = [(f"multi_processing x{w}", run_ours, prepare_params(args.f0, "multi_processing", w))
                        for w in args.workers]
             configs += [("in_memory x1", run_ours, prepare_params(args.f0))]
-            runs = rounds(bench, configs, args.repeats, ("full",))
-            baseline = configs[0][0]
-            summaries = {label: summarise(runs, label) for label, _, _ in configs}
-            ratios = {label: paired_ratio(runs, label, baseline) for label in summaries}
-            results["scaling"] = {"runs": runs, "summary": summaries, "baseline": baseline, "wall_ratios": ratios}
+            results["scaling"] = compare_configs(bench, configs, args.repeats)
             print_scaling(results["scaling"])
 
         if not args.skip_runners:
@@ -451,11 +447,7 @@ def main(argv=None) -> None:
             configs = [("local in_memory x1", run_ours, prepare_params(args.f0))]
             configs += [(f"dask x{w}", run_ours, prepare_params(args.f0, workers=w, runner="dask"))
                         for w in args.dask_workers]
-            runs = rounds(bench, configs, args.repeats, ("full",))
-            baseline = configs[0][0]
-            summaries = {label: summarise(runs, label) for label, _, _ in configs}
-            ratios = {label: paired_ratio(runs, label, baseline) for label in summaries}
-            results["runners"] = {"runs": runs, "summary": summaries, "baseline": baseline, "wall_ratios": ratios}
+            results["runners"] = compare_configs(bench, configs, args.repeats)
             print_runners(results["runners"])
 
         if args.profile:
@@ -497,41 +489,44 @@ def print_compare(compare: dict) -> None:
     print(FAST_ENCODE_NOTE, flush=True)
 
 
-def print_scaling(sc: dict) -> None:
-    base = sc["summary"][sc["baseline"]]
-    rows = [[label, v["examples"], v["wall_secs"], v["wall_ex_per_s"], sc["wall_ratios"][label],
+def compare_configs(bench, configs, repeats: int) -> dict:
+    """Full runs of every config in alternating rounds; summaries and paired wall ratios against the first."""
+    runs = rounds(bench, configs, repeats, ("full",))
+    baseline = configs[0][0]
+    summaries = {label: summarise(runs, label) for label, _, _ in configs}
+    ratios = {label: paired_ratio(runs, label, baseline) for label in summaries}
+    return {"runs": runs, "summary": summaries, "baseline": baseline, "wall_ratios": ratios}
+
+
+def _print_runs(runs: dict, title: str, first_column: str, note: str) -> None:
+    """One table of runs with ratios against ``runs['baseline']``, its note, and a warning per lossy run."""
+    base = runs["summary"][runs["baseline"]]
+    rows = [[label, v["examples"], v["wall_secs"], v["wall_ex_per_s"], runs["wall_ratios"][label],
              v.get("first_chunk_secs", "n/a"), v.get("chunk_phase_ex_per_s", "n/a"),
              ratio_or_na(v.get("chunk_phase_ex_per_s"), base.get("chunk_phase_ex_per_s")), v["lost"]]
-            for label, v in sc["summary"].items()]
-    print(f"\nours, scaling; ratios against {sc['baseline']}:")
-    print(table(["pipeline", "examples", "wall s", "wall ex/s", "wall ratio", "first chunk s",
+            for label, v in runs["summary"].items()]
+    print(f"\n{title}; ratios against {runs['baseline']}:")
+    print(table([first_column, "examples", "wall s", "wall ex/s", "wall ratio", "first chunk s",
                  "chunk-phase ex/s", "chunk-phase ratio", "lost"], rows))
-    print("first chunk s: from start until the first chunk's examples were done (set-up, worker start-up, one "
-          "chunk). chunk-phase ex/s: examples after that first chunk / time to the last chunk. lost: examples "
-          "the pipeline counted as emitted but missing from the TFRecords, summed over the runs.")
-    for label, v in sc["summary"].items():
+    print(note)
+    for label, v in runs["summary"].items():
         if v["lost"]:
             print(f"WARNING: {label} lost {v['lost']} examples between the Analyse step and the TFRecords.")
     sys.stdout.flush()
+
+
+def print_scaling(sc: dict) -> None:
+    _print_runs(sc, "ours, scaling", "pipeline",
+                "first chunk s: from start until the first chunk's examples were done (set-up, worker start-up, one "
+                "chunk). chunk-phase ex/s: examples after that first chunk / time to the last chunk. lost: examples "
+                "the pipeline counted as emitted but missing from the TFRecords, summed over the runs.")
 
 
 def print_runners(rn: dict) -> None:
-    base = rn["summary"][rn["baseline"]]
-    rows = [[label, v["examples"], v["wall_secs"], v["wall_ex_per_s"], rn["wall_ratios"][label],
-             v.get("first_chunk_secs", "n/a"), v.get("chunk_phase_ex_per_s", "n/a"),
-             ratio_or_na(v.get("chunk_phase_ex_per_s"), base.get("chunk_phase_ex_per_s")), v["lost"]]
-            for label, v in rn["summary"].items()]
-    print(f"\nours, runners; ratios against {rn['baseline']} (measured in the same rounds):")
-    print(table(["runner", "examples", "wall s", "wall ex/s", "wall ratio", "first chunk s",
-                 "chunk-phase ex/s", "chunk-phase ratio", "lost"], rows))
-    print("dask xN: Beam's DaskRunner on a distributed.LocalCluster of N worker processes on 127.0.0.1, started and "
-          "closed inside each run (as the stage does with prepare.beam.dask.address null); the shards are the same "
-          "bytes as the local runner's (tests/test_prepare_dask.py).")
-    for label, v in rn["summary"].items():
-        if v["lost"]:
-            print(f"WARNING: {label} lost {v['lost']} examples between the Analyse step and the TFRecords.")
-    sys.stdout.flush()
-
+    _print_runs(rn, "ours, runners", "runner",
+                "dask xN: Beam's DaskRunner on a distributed.LocalCluster of N worker processes on 127.0.0.1, started "
+                "and closed inside each run (as the stage does with prepare.beam.dask.address null); the shards are "
+                "the same bytes as the local runner's (tests/test_prepare_dask.py).")
 
 if __name__ == "__main__":
     main()
