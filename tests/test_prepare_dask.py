@@ -39,7 +39,11 @@ def _shards(folder):
 
 def test_dask_cluster_writes_the_local_runners_shards_byte_for_byte(corpus, tmp_path):
     local = run_prepare(tiny_params(), corpus, tmp_path / "local", seed=3)
+    environ = dict(os.environ)
     cluster = start_local_cluster(2, timeout_secs=60)
+    # the nannies' worker settings (OMP_NUM_THREADS=1, PYTHONHASHSEED) stay out of this process's environment,
+    # which later stages started from it inherit
+    assert dict(os.environ) == environ
     try:
         with Client(cluster.scheduler_address, timeout=60, set_as_default=False) as client:
             client.wait_for_workers(2, timeout=60)

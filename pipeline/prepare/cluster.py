@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 
 from distributed import Client, LocalCluster, WorkerPlugin
@@ -40,9 +41,16 @@ def start_local_cluster(num_workers: int, timeout_secs: float) -> LocalCluster:
     """``num_workers`` worker processes bound to 127.0.0.1, one thread each, no dashboard (the scheduler's
     HTTP endpoint on a free port of 127.0.0.1, not 8787). Worker processes are spawned: a script that runs
     prepare on dask needs the ``if __name__ == "__main__":`` guard, as with multiprocessing."""
-    return LocalCluster(n_workers=num_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        protocol="tcp", dashboard_address=None, death_timeout=timeout_secs,
-                        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+    # distributed's nannies write their workers' environment (OMP_NUM_THREADS=1, PYTHONHASHSEED, ...) into this
+    # process's os.environ; every later subprocess (a DVC stage run by the same Python) would inherit it
+    environ = dict(os.environ)
+    try:
+        return LocalCluster(n_workers=num_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            protocol="tcp", dashboard_address=None, death_timeout=timeout_secs,
+                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 @contextlib.contextmanager
