@@ -62,6 +62,14 @@ def write_json_atomic(path: str | Path, payload: object) -> Path:
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
 
 
+def publish_pointer(folder: str | Path, file_name: str, metrics_path: str | Path, pointer: dict) -> None:
+    """A stage's outs that only say where their content already is: ``folder/file_name`` and the metrics file
+    both hold ``pointer`` (a DVC out must exist even when the stage has nothing new to write)."""
+    with staged_dir(folder) as staging:
+        write_json_atomic(staging / file_name, pointer)
+    write_json_atomic(metrics_path, pointer)
+
+
 def write_csv_atomic(path: str | Path, rows: list[dict]) -> Path:
     """Rows (dicts with the same keys, in order) as a CSV with a header."""
     buffer = io.StringIO()

@@ -21,7 +21,7 @@ from pipeline.paths import CONDITIONAL_DIR, RENDERED_AS_FILE, Paths, k_name
 from pipeline.prior.conditional import fit_conditional_for_k, save_conditional
 from pipeline.prior.mixture import fit_for_k, save_mixture
 from pipeline.prior.selection import read_recommended_k
-from pipeline.publish import staged_dir, write_json_atomic
+from pipeline.publish import publish_pointer, staged_dir, write_json_atomic
 from pipeline.tracking.runs import k_run, log_mixture
 from pipeline.vocab import RECOMMENDED, RENDERED_AS
 
@@ -36,10 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.k == RECOMMENDED:
         key, k = RECOMMENDED, read_recommended_k(paths.choose_k_metrics)
         if k in params.gmm.n_components:  # fitted by fit_gmm@K already
-            pointer = {"k": k, RENDERED_AS: k_name(k)}
-            with staged_dir(paths.mixture_dir(key)) as staging:
-                write_json_atomic(staging / RENDERED_AS_FILE, pointer)
-            write_json_atomic(paths.mixture_metrics(key), pointer)
+            publish_pointer(paths.mixture_dir(key), RENDERED_AS_FILE, paths.mixture_metrics(key),
+                            {"k": k, RENDERED_AS: k_name(k)})
             print(f"fit_gmm: recommended K={k} is listed in gmm.n_components: fitted by fit_gmm@{k}")
             return
     else:

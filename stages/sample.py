@@ -17,7 +17,7 @@ import sys
 
 from pipeline.config import load_params, project_root
 from pipeline.paths import CLIP_DIR, CLIPS_FILE, RENDERED_AS_FILE, Paths
-from pipeline.publish import staged_dir, write_json_atomic
+from pipeline.publish import publish_pointer, staged_dir, write_json_atomic
 from pipeline.tracking.runs import k_run, log_mixture
 from pipeline.vocab import RECOMMENDED, RENDERED_AS
 
@@ -34,9 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         mixture = json.loads(paths.mixture_metrics(key).read_text())
         k = int(mixture["k"])
         if RENDERED_AS in mixture:  # a listed K: sample@K renders it
-            with staged_dir(paths.samples_dir(key)) as staging:
-                write_json_atomic(staging / RENDERED_AS_FILE, mixture)
-            write_json_atomic(paths.sample_metrics(key), mixture)
+            publish_pointer(paths.samples_dir(key), RENDERED_AS_FILE, paths.sample_metrics(key), mixture)
             print(f"sample: recommended K={k} is listed in gmm.n_components: rendered by sample@{k}")
             return
     else:
