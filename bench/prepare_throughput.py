@@ -327,13 +327,14 @@ def import_costs() -> dict[str, float]:
 BUCKETS = {  # bucket -> functions (file suffix, name) whose cumulative time it takes; none nests in another
     "f0 (estimate_f0)": [("features.py", "estimate_f0")],
     "loudness (ddsp compute_loudness)": [("spectral_ops.py", "compute_loudness")],
-    "read audio": [("audio.py", "inspect_audio"), ("audio.py", "read_segment"),
+    "read audio": [("io.py", "inspect_audio"), ("io.py", "read_segment"),
                    ("prepare_throughput.py", "load_wav_as_array")],
     "serialise tf.train.Example": [("tfrecord.py", "encode_example"),
                                    ("prepare_tfrecord_lib.py", "_float_dict_to_tfexample")],
     "chunk/window (ddsp tf.signal.frame, ours audio_16k)": [("prepare_tfrecord_lib.py", "_chunk_audio"),
-                                                            ("prepare.py", "_audio_16k")],
-    "write TFRecords": [("tfrecordio.py", "write_record")],
+                                                            ("beam.py", "_audio_16k")],
+    # ours: the chunks' piece files, then their concatenation into shards
+    "write TFRecords": [("tfrecordio.py", "write_record"), ("beam.py", "write_piece"), ("shutil.py", "copyfileobj")],
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import tensorflow as tf
 import yaml
 
 from pipeline.config import BeamParams, F0Params, PrepareParams
@@ -184,6 +185,18 @@ def test_any_runner_writes_byte_identical_shards(tmp_path):
     examples = [(ex["source"], ex["offset_secs"]) for split in ("train", "eval")
                 for ex in iter_examples(tmp_path / "in_memory", split)]
     assert len(examples) == len(set(examples)) == 3 * windows_in(5.0)
+    # a shard (its chunks' piece files concatenated) is what one TFRecordWriter writes, in (source, offset) order
+    for name, data in shards["in_memory"].items():
+        path = tmp_path / "in_memory" / name
+        records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+        features = [tf.train.Example.FromString(r).features.feature for r in records]
+        keys = [(f["source"].bytes_list.value[0], f["offset_secs"].float_list.value[0]) for f in features]
+        assert keys == sorted(keys)
+        with tf.io.TFRecordWriter(str(tmp_path / "rewritten")) as writer:
+            for record in records:
+                writer.write(record)
+        assert (tmp_path / "rewritten").read_bytes() == data
+    assert not (tmp_path / "in_memory" / "pieces").exists()
 
 
 def test_zero_usable_examples_fails_and_says_why(tmp_path):

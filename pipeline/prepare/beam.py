@@ -1,8 +1,9 @@
 """The prepare pipeline (Apache Beam): audio folder -> ddsp TFRecord shards.
 
 list files -> inspect (stream-read, reject with a reason) -> cut into chunks -> spread the chunks
-over workers -> per chunk: read + resample, f0 + loudness, 4 s windows -> shards per split. The split
-is decided per source file before windowing, so no file lands in both splits.
+over workers -> per chunk: read + resample, f0 + loudness, 4 s windows, written as one piece file per
+shard -> per shard: its pieces concatenated. The split is decided per source file before windowing, so
+no file lands in both splits.
 
 One graph for every runner (the local FnApiRunner, DaskRunner, Flink, ...), built only from Create,
 ParDo/Map/FlatMap, Flatten and GroupByKey, the transforms every runner translates the same way:
@@ -10,7 +11,8 @@ every step emits tagged records ``(kind, payload)`` in one stream (no ``with_out
 merges tagged outputs into the main one), the counts come from those records (no Beam counters:
 DaskRunner has no metrics), and files are written by keyed DoFns after a GroupByKey (no Beam file
 sinks: DaskRunner has none): one DoFn per shard, whose key is already the window's hash, and one
-for the records of the report. DaskRunner computes only the graph's last transform, so the report
+for the records of the report. Only small records travel through the runner; the examples travel
+as piece files in the output folder. DaskRunner computes only the graph's last transform, so the report
 writer is last and depends on every branch. GroupByKey keys are integers (derived from sha256),
 whose hash is the same in every worker process.
 
@@ -32,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +59,13 @@ REPORT_FILE = PREPARE_REPORT
 _REJECTED = "rejected"    # a rejection: {source, reason, detail}
 _INSPECTED = "inspected"  # a file that passed inspection: its format and window count
 _CHUNK = "chunk"          # a Chunk to analyse
-_EXAMPLE = "example"      # one window: (split, (source, offset), serialized tf.train.Example)
+_PIECE = "piece"          # one chunk's windows of one shard, in a piece file: (shard key, source, first window, path, count)
 _STATS = "stats"          # one analysed chunk's counts
 _DROP = "drop"            # (shard key, source): that shard leaves out the source's windows (unpitched)
 _SHARD = "shard"          # a written shard: {split, shard, examples}
 _REPORT_KINDS = (_REJECTED, _INSPECTED, _STATS, _SHARD)  # what the report file keeps
 RECORDS_FILE = "records.jsonl"  # the report's records, written by the graph's last step, read and removed here
+PIECES_DIR = "pieces"  # the chunks' piece files, concatenated into the shards and removed here
 _FEATURE_MARGIN_SECS = 0.25  # f0/loudness context around a chunk, so chunk edges match whole-file analysis
 
 
@@ -161,10 +165,16 @@ def file_warnings(info: AudioInfo, clipped_fraction: float) -> list[dict]:
 
 
 class AnalyseChunk(beam.DoFn):
-    """Read a chunk, compute f0 + loudness once over it, and emit its windows; other records pass through."""
+    """Read a chunk, compute f0 + loudness once over it, and write its windows as one piece file per shard
+    they hash to (emitting a ``piece`` record each); other records pass through.
 
-    def __init__(self, params: PrepareParams):
-        self.params = params
+    The examples (half a megabyte each) go to files here rather than through the runner: a GroupByKey
+    would encode, buffer and copy every one of them on its way to the shard writer, which then only
+    concatenates the pieces. A piece is a valid TFRecord file, so the shard is the pieces' bytes in order.
+    """
+
+    def __init__(self, params: PrepareParams, folder: str):
+        self.params, self.folder = params, folder
 
     def process(self, record):
         kind, chunk = record
@@ -205,6 +215,7 @@ class AnalyseChunk(beam.DoFn):
         own0, own1 = int(round((start - seg_start) * fr)), min(real_frames, int(round((owned_stop - seg_start) * fr)))
         file_voiced = int((f0_conf[own0:own1] >= VOICED_THRESHOLD).sum())
         voiced = 0
+        pieces: dict[int, list[bytes]] = {}
         for j in range(chunk.first_window, chunk.first_window + chunk.n_windows):
             offset = window_start(j)
             s0 = int(round((offset - seg_start) * sr))
@@ -214,7 +225,12 @@ class AnalyseChunk(beam.DoFn):
             example["audio"] = window_audio
             example["audio_16k"] = _audio_16k(window_audio, sr, p.example_secs)
             voiced += int((example["f0_confidence"] >= VOICED_THRESHOLD).sum())
-            yield _EXAMPLE, (chunk.split, (chunk.source, offset), encode_example(example, chunk.source, offset))
+            pieces.setdefault(shard_of((chunk.source, offset), p.num_shards), []).append(
+                encode_example(example, chunk.source, offset))
+        for shard, examples in sorted(pieces.items()):
+            key = _shard_key(chunk.split, shard, p.num_shards)
+            path = write_piece(Path(self.folder) / PIECES_DIR, key, chunk.source, chunk.first_window, examples)
+            yield _PIECE, (key, chunk.source, chunk.first_window, path, len(examples))
         # progress: one line per chunk on the worker's stderr (Beam's local runner passes it through; a dask
         # worker's stderr is its own log)
         print(f"prepare: {chunk.source} [{start:.0f}-{stop:.0f} s] -> {chunk.n_windows} {chunk.split} examples",
@@ -231,6 +247,21 @@ def _audio_16k(audio: np.ndarray, sample_rate: int, example_secs: float) -> np.n
     length = int(round(example_secs * DDSP_FEATURE_SAMPLE_RATE))
     out = resample(audio, sample_rate, DDSP_FEATURE_SAMPLE_RATE)[:length]
     return np.pad(out, (0, length - len(out))) if len(out) < length else out
+
+
+def write_piece(folder: Path, shard_key: int, source: str, first_window: int, examples: list[bytes]) -> str:
+    """One chunk's examples of one shard as a TFRecord file, published by a rename (a retried task rewrites
+    the same bytes; a killed one leaves no piece that looks complete)."""
+    import tensorflow as tf  # deferred, as in encode_example
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{shard_key}-{_int_key(source, first_window):016x}.tfrecord"
+    partial = path.with_name(path.name + ".partial")
+    with tf.io.TFRecordWriter(str(partial)) as writer:
+        for example in examples:
+            writer.write(example)
+    partial.replace(path)
+    return str(path)
 
 
 def shard_of(key: tuple[str, float], num_shards: int) -> int:
@@ -250,32 +281,32 @@ def _shard_key(split: str, shard: int, num_shards: int) -> int:
 
 
 class WriteShard(beam.DoFn):
-    """Write one shard, its records sorted by (source, offset), leaving out the windows of dropped sources.
+    """Write one shard: its pieces concatenated in (source, first window) order, so its records run in
+    (source, offset) order, leaving out the pieces of dropped sources.
 
     Beam's WriteToTFRecord deals records to shards in arrival order, which differs from run to run;
     then the training order, the evaluated examples and everything downstream differed too. Here
-    the same audio gives byte-identical shards on any runner and worker count. A shard is sorted in
-    memory on one worker: raise ``prepare.num_shards`` for very large corpora. Emits one ``shard``
-    record with the count written.
+    the same audio gives byte-identical shards on any runner and worker count, and the bytes are
+    those of one TFRecordWriter writing the records in that order. Emits one ``shard`` record with
+    the count written. The pieces are on a filesystem every worker sees, as the shards are.
     """
 
     def __init__(self, folder: str, num_shards: int):
         self.folder, self.num_shards = folder, num_shards
 
     def process(self, key_values):
-        import tensorflow as tf  # deferred, as in encode_example
-
         key, values = key_values[0], list(key_values[1])
         split, shard = SPLITS[key // self.num_shards], key % self.num_shards
         dropped = {source for tag, source, _ in values if tag == _DROP}
-        records = sorted((window_key, record) for tag, window_key, record in values
-                         if tag == _EXAMPLE and window_key[0] not in dropped)
-        if records:  # a shard with none stays an empty file (_fill_empty_shards)
+        pieces = sorted((piece_key, piece) for tag, piece_key, piece in values
+                        if tag == _PIECE and piece_key[0] not in dropped)
+        if pieces:  # a shard with none stays an empty file (_fill_empty_shards)
             path = shard_path(shard_prefix(Path(self.folder), split), shard, self.num_shards)
-            with tf.io.TFRecordWriter(path) as writer:
-                for _window_key, record in records:
-                    writer.write(record)
-        yield _SHARD, {"split": split, "shard": shard, "examples": len(records)}
+            with open(path, "wb") as out:
+                for _piece_key, (piece_path, _count) in pieces:
+                    with open(piece_path, "rb") as piece:
+                        shutil.copyfileobj(piece, out)
+        yield _SHARD, {"split": split, "shard": shard, "examples": sum(count for _, (_, count) in pieces)}
 
 
 class WriteRecords(beam.DoFn):
@@ -350,17 +381,16 @@ def build(pipeline: beam.Pipeline, files: list[SourceFile], params: PrepareParam
                | "KeyChunks" >> beam.Map(lambda r: (_spread_key(r), r))
                | "SpreadChunks" >> beam.GroupByKey()
                | "Unkey" >> beam.FlatMap(lambda key_values: key_values[1])
-               | "Analyse" >> beam.ParDo(AnalyseChunk(params)))
+               | "Analyse" >> beam.ParDo(AnalyseChunk(params, str(out_dir))))
     verdicts = (records | "Stats" >> beam.Filter(_of_kind, _STATS)
                 | "KeyStats" >> beam.Map(lambda r: (_int_key(r[1]["source"]), r[1]))
                 | "StatsPerFile" >> beam.GroupByKey()
                 | "Verdicts" >> beam.FlatMap(_file_verdict, params.min_voiced_fraction, n))
-    windows = (records | "Examples" >> beam.Filter(_of_kind, _EXAMPLE)
-               | "KeyExamples" >> beam.Map(lambda r, n: (_shard_key(r[1][0], shard_of(r[1][1], n), n),
-                                                         (_EXAMPLE, r[1][1], r[1][2])), n))
+    pieces = (records | "Pieces" >> beam.Filter(_of_kind, _PIECE)
+              | "KeyPieces" >> beam.Map(lambda r: (r[1][0], (_PIECE, (r[1][1], r[1][2]), (r[1][3], r[1][4])))))
     drops = (verdicts | "Drops" >> beam.Filter(_of_kind, _DROP)
              | "KeyDrops" >> beam.Map(lambda r: (r[1][0], (_DROP, r[1][1], None))))
-    shards = ((windows, drops) | "ShardInputs" >> beam.Flatten()
+    shards = ((pieces, drops) | "ShardInputs" >> beam.Flatten()
               | "GroupShards" >> beam.GroupByKey()
               | "WriteShards" >> beam.ParDo(WriteShard(str(out_dir), n)))
     kept = [records | "Decisions" >> beam.Filter(_of_kind, _REJECTED, _INSPECTED),
@@ -535,6 +565,7 @@ def run_prepare(params: PrepareParams, audio_dir: Path, out_dir: Path, seed: int
         _fill_empty_shards(staging, params.num_shards)
         _check_written(staging, stats)
         (staging / RECORDS_FILE).unlink()
+        shutil.rmtree(staging / PIECES_DIR, ignore_errors=True)
         DatasetSpec(params.sample_rate, params.frame_rate, params.example_secs, params.f0.method).save(staging)
         report = {"stats": stats, "decisions": decisions, "rejected": rejected, "counts": counts(records),
                   "splits": {f.source: f.split for f in files}}
