@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python -m bench.prepare_throughput
 	$(BIN)/python -m bench.f0_accuracy
 	$(BIN)/python -m bench.train_throughput
+	$(BIN)/python -m bench.preset_curve
 	$(BIN)/python -m bench.multi_worker
 	$(BIN)/python -m bench.extract_z_memory
 	$(BIN)/python -m bench.generation_speed

@@ -37,10 +37,11 @@ from pipeline.generation.longform import (
     midi_conditioning,
 )
 from pipeline.generation.plans import ClipPlan
-from pipeline.paths import Paths
+from pipeline.paths import CONDITIONAL_DIR, Paths
 from pipeline.prior.conditional import load_conditional
-from pipeline.prior.mixture import META_FILE, load_mixture
-from pipeline.vocab import ALL_METHODS, CONDITIONAL
+from pipeline.prior.mixture import load_mixture
+from pipeline.prior.selection import mixture_folder
+from pipeline.vocab import ALL_METHODS, CONDITIONAL, RECOMMENDED
 
 GENERATE_HELP = "a sound from pitch + loudness + z sampled from a fitted mixture (no input audio)"
 
@@ -67,24 +68,26 @@ def conditioning_for(args: argparse.Namespace, spec: DatasetSpec, prepare: Prepa
 def generate(args: argparse.Namespace) -> None:
     params = load_params()
     paths = Paths(params, project_root())
-    mixture_dir = paths.mixture_dir(args.k)
-    if not (mixture_dir / META_FILE).is_file():
-        sys.exit(f"generate: no mixture for K={args.k} at {mixture_dir}: run `dvc repro fit_gmm@{args.k}` first")
+    try:
+        k, mixture_dir = mixture_folder(paths, args.k)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"generate: {err}")
     gmm = load_mixture(mixture_dir)
-    if args.cluster is not None and not 0 <= args.cluster < args.k:
-        sys.exit(f"generate: --cluster must be in [0, {args.k}), got {args.cluster}")
+    if args.cluster is not None and not 0 <= args.cluster < k:
+        sys.exit(f"generate: --cluster must be in [0, {k}), got {args.cluster}")
     conditional = None
     if args.method == CONDITIONAL:
-        if not paths.conditional_dir(args.k).is_dir():
-            sys.exit(f"generate: no joint mixture for K={args.k} at {paths.conditional_dir(args.k)}: "
-                     f"run `dvc repro fit_gmm@{args.k}` first")
-        conditional = load_conditional(paths.conditional_dir(args.k))
+        if not (mixture_dir / CONDITIONAL_DIR).is_dir():
+            stage = f"fit_gmm_{RECOMMENDED}" if mixture_dir.name == RECOMMENDED else f"fit_gmm@{k}"
+            sys.exit(f"generate: no joint mixture for K={k} at {mixture_dir / CONDITIONAL_DIR}: "
+                     f"run `dvc repro {stage}` first")
+        conditional = load_conditional(mixture_dir / CONDITIONAL_DIR)
     from pipeline.generation.synthesizer import load_synthesizer  # deferred: TensorFlow loads only once arguments are valid
 
     synth = load_synthesizer(paths.model_dir)
     spec = DatasetSpec.load(paths.prepared_dir)
     cond = conditioning_for(args, spec, params.prepare)
-    plan = ClipPlan(args.k, args.method, args.cluster, cond.name)
+    plan = ClipPlan(k, args.method, args.cluster, cond.name)
     z = long_form_z(plan, gmm, cond, spec, synth.n_z_frames, args.seed, args.rho, conditional)
     audio, _, _ = synth.decode_long(cond.f0_hz, cond.loudness_db, z, args.seed)
     audio = audio[: int(round(cond.n_frames / spec.frame_rate * spec.sample_rate))]
@@ -92,7 +95,7 @@ def generate(args: argparse.Namespace) -> None:
     sf.write(args.out, np.clip(audio, -1, 1), spec.sample_rate, subtype="PCM_16")
     png = plot_example(args.out.with_suffix(".png"), audio, spec.sample_rate, cond.f0_hz,
                        cond.voiced.astype(np.float32), cond.loudness_db, spec.frame_rate,
-                       f"K={args.k} {args.method} cluster {args.cluster}, {cond.name}")
+                       f"K={k} {args.method} cluster {args.cluster}, {cond.name}")
     print(f"generate: {len(audio) / spec.sample_rate:.1f} s -> {args.out} (spectrogram {png})")
 
 

@@ -28,6 +28,8 @@ BENCHMARKS = {
     "f0_accuracy": (["=== f0 accuracy"], "f0_accuracy_smoke.json", ["methods"]),
     "train_throughput": (["peak_rss_mb", "examples_per_s", "ours / stock:"], "train_throughput_cpu_b2_smoke.json",
                          ["loops", "speedups"]),
+    "preset_curve": (["round 1:", "spectral_distance at 0.02 training minutes", "best at the budget"],
+                     "preset_curve_smoke.json", ["curves", "at_budget", "best"]),
     "multi_worker": (["round 1/1 single:", "round 1/1 multi_worker:", "multi_worker (2 workers) / single step time"],
                      "multi_worker_tiny_b4_smoke.json", ["modes", "step_time_ratio"]),
     "extract_z_memory": (["frames_per_s", "x the examples: peak RSS"], "extract_z_memory_cpu_smoke.json",

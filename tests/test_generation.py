@@ -164,6 +164,43 @@ def test_generate_refuses_bad_arguments(in_project, capsys):
         cli.main(["generate", "--k", "7", "--method", "direct", "--f0-hz", "220", "--out", "x.wav"])
 
 
+def test_generate_k_recommended_plays_choose_ks_mixture_where_it_was_rendered(in_project, capsys):
+    import shutil
+
+    from pipeline import cli
+    from stages import fit_gmm
+
+    if not (in_project / "models/gmm/k2/mixture.json").exists():
+        fit_gmm.main(["--k", "2"])
+    args = ["--cluster", "1", "--method", "temporal", "--f0-hz", "220", "--secs", "1", "--seed", "5"]
+    choose_k = in_project / "metrics/choose_k.json"
+    recommended = in_project / "models/gmm/recommended"
+    try:
+        with pytest.raises(SystemExit, match="choose_k.json is missing"):
+            cli.main(["generate", "--k", "recommended", *args, "--out", "gen/r.wav"])
+        choose_k.write_text(json.dumps({"recommended_k": 2}))
+        with pytest.raises(SystemExit, match=r"no mixture for K=2 at \S*recommended: run `dvc repro fit_gmm_recommended`"):
+            cli.main(["generate", "--k", "recommended", *args, "--out", "gen/r.wav"])
+        # a listed K: fit_gmm_recommended only points at its folder
+        recommended.mkdir(parents=True)
+        (recommended / "rendered_as.json").write_text(json.dumps({"k": 2, "rendered_as": "k2"}))
+        cli.main(["generate", "--k", "recommended", *args, "--out", "gen/r.wav"])
+        cli.main(["generate", "--k", "2", *args, "--out", "gen/k2.wav"])
+        np.testing.assert_array_equal(sf.read(in_project / "gen/r.wav")[0], sf.read(in_project / "gen/k2.wav")[0])
+        # an unlisted K: its own folder
+        (recommended / "rendered_as.json").unlink()
+        shutil.copytree(in_project / "models/gmm/k2", recommended, dirs_exist_ok=True)
+        cli.main(["generate", "--k", "recommended", *args, "--out", "gen/r2.wav"])
+        np.testing.assert_array_equal(sf.read(in_project / "gen/r2.wav")[0], sf.read(in_project / "gen/k2.wav")[0])
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            cli.main(["generate", "--k", "best", *args, "--out", "gen/x.wav"])
+        assert "expected a K (an integer) or 'recommended', got 'best'" in capsys.readouterr().err
+    finally:
+        choose_k.unlink(missing_ok=True)
+        shutil.rmtree(recommended, ignore_errors=True)
+
+
 def test_generate_draws_conditional_z_from_the_joint_mixture_given_the_melody(in_project):
     from pipeline import cli
     from pipeline.generation.longform import constant_conditioning, long_form_z

@@ -18,6 +18,8 @@ import soundfile as sf
 
 from pipeline.config import load_params, project_root
 from pipeline.generation.longform import add_melody_arguments
+from pipeline.paths import Paths
+from pipeline.prior.selection import k_argument, mixture_folder
 from pipeline.vocab import MIXTURE_METHODS
 
 EXPORT_HELP = ("write the streaming model of the trained autoencoder: TFLite + SavedModel + host module + "
@@ -26,7 +28,8 @@ STREAM_HELP = "play a melody through the exported TFLite model block by block, z
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--k", type=int, default=None, help="also copy this fitted mixture (models/gmm/k<K>)")
+    parser.add_argument("--k", type=k_argument, default=None,
+                        help="also copy this fitted mixture (models/gmm/k<K>; 'recommended': choose_k's K)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: export.out_dir)")
 
 
@@ -38,9 +41,10 @@ def export(args: argparse.Namespace) -> None:
         sys.exit(f"export: no trained model at {model_dir}: run `dvc repro train` first")
     mixture_dir = None
     if args.k is not None:
-        mixture_dir = root / params.gmm.out_dir / f"k{args.k}"
-        if not (mixture_dir / "mixture.json").is_file():
-            sys.exit(f"export: no mixture for K={args.k} at {mixture_dir}: run `dvc repro fit_gmm@{args.k}` first")
+        try:
+            _k, mixture_dir = mixture_folder(Paths(params, root), args.k)
+        except (FileNotFoundError, ValueError) as err:
+            sys.exit(f"export: {err}")
     from pipeline.export.bundle import export_model  # deferred: TensorFlow loads only once arguments are valid
 
     out = args.out or root / params.export.out_dir
@@ -78,12 +82,13 @@ def stream(args: argparse.Namespace) -> None:
         if args.quantized not in manifest["quantized"]:
             sys.exit(f"stream: {folder} has no {args.quantized} model (export.quantize)")
         model_file = manifest["quantized"][args.quantized]["tflite"]
-    mixture_dir = root / params.gmm.out_dir / f"k{args.k}"
-    if not (mixture_dir / "mixture.json").is_file():
-        sys.exit(f"stream: no mixture for K={args.k} at {mixture_dir}: run `dvc repro fit_gmm@{args.k}` first")
+    try:
+        k, mixture_dir = mixture_folder(Paths(params, root), args.k)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"stream: {err}")
     gmm = load_mixture(mixture_dir)
-    if args.cluster is not None and not 0 <= args.cluster < args.k:
-        sys.exit(f"stream: --cluster must be in [0, {args.k}), got {args.cluster}")
+    if args.cluster is not None and not 0 <= args.cluster < k:
+        sys.exit(f"stream: --cluster must be in [0, {k}), got {args.cluster}")
     spec = DatasetSpec(**manifest["training"]["dataset"])
     if args.midi is not None:
         cond = midi_conditioning(args.midi, spec)
@@ -94,7 +99,7 @@ def stream(args: argparse.Namespace) -> None:
             sys.exit(f"stream: --audio {args.audio}: {err}")
     else:
         cond = constant_conditioning(args.f0_hz, args.loudness_db, args.secs or spec.example_secs, spec)
-    plan = ClipPlan(args.k, args.method, args.cluster, cond.name)
+    plan = ClipPlan(k, args.method, args.cluster, cond.name)
     z = long_form_z(plan, gmm, cond, spec, manifest["z_table"]["frames_per_example"], args.seed, args.rho)
     f0, loudness, z = host.to_decoder_frames(cond.f0_hz, cond.loudness_db, z, spec.frame_rate, manifest["frame_rate"])
     audio = host.stream(folder, f0, loudness, z, args.seed, model_file)

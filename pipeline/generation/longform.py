@@ -19,6 +19,7 @@ from pipeline.config import PrepareParams
 from pipeline.dataset.tfrecord import DatasetSpec
 from pipeline.generation.conditioning import Conditioning, melody_contour, read_midi_notes
 from pipeline.generation.plans import ClipPlan, draw_conditional_z, draw_z
+from pipeline.prior.selection import k_argument
 from pipeline.vocab import CONDITIONAL
 
 RELEASE_SECS = 0.5  # after a MIDI file's last note: the sound's release
@@ -71,7 +72,8 @@ def long_form_z(plan: ClipPlan, gmm: GaussianMixture, cond: Conditioning, spec: 
 
 def add_melody_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...]) -> None:
     """The flags ``gddsp generate`` and ``gddsp stream`` share: which timbre, and which pitch and loudness."""
-    parser.add_argument("--k", type=int, required=True, help="which fitted mixture (a K in gmm.n_components)")
+    parser.add_argument("--k", type=k_argument, required=True,
+                        help="which fitted mixture: a K in gmm.n_components, or 'recommended' (choose_k's K)")
     parser.add_argument("--cluster", type=int, default=None,
                         help="cluster to draw every frame from (required unless --method direct)")
     parser.add_argument("--method", choices=methods, default="temporal",

@@ -190,8 +190,8 @@ class Trainer:
             shutil.rmtree(self.save_dir, ignore_errors=True)
 
     def fit(self, dataset: tf.data.Dataset | Callable[[tf.distribute.InputContext], tf.data.Dataset],
-            steps: int | None = None) -> int:
-        """Train until ``steps`` (default: train.steps); returns the final step.
+            steps: int | None = None, progress: bool = True) -> int:
+        """Train until ``steps`` (default: train.steps); returns the final step (``progress``: a progress bar).
 
         ``dataset`` gives global batches, or is a function of the input context that gives each
         worker its own per-replica batches (``distribute_datasets_from_function``).
@@ -205,7 +205,7 @@ class Trainer:
             self._source, self._iterator = dataset, iter(distributed)
         iterator = self._iterator
         step = int(self.step.numpy())
-        with tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, desc="train") as bar:
+        with tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True, desc="train", disable=not progress) as bar:
             last = time.perf_counter()
             while step < steps:
                 losses = {name: float(value) for name, value in self._train_step(iterator).items()}

@@ -15,6 +15,7 @@ the effective K.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +25,9 @@ import numpy as np
 from sklearn.mixture import BayesianGaussianMixture
 
 from pipeline.latent.ztable import subsample_rows
-from pipeline.prior.mixture import as_frames, fit_mixture, single_threaded
+from pipeline.paths import RENDERED_AS_FILE, Paths
+from pipeline.prior.mixture import META_FILE, as_frames, fit_mixture, single_threaded
+from pipeline.vocab import RECOMMENDED, RENDERED_AS
 
 DEFAULT_MAX_FRAMES = 20_000
 DEFAULT_PATIENCE = 2
@@ -186,3 +189,29 @@ def sweep_for_params(z_path, params, gmm_params, seed: int) -> KSweep:
                    min_improvement=params.min_improvement, max_frames=params.max_frames,
                    covariance_type=gmm_params.covariance_type, seed=seed, reg_covar=gmm_params.reg_covar,
                    max_iter=gmm_params.max_iter, n_init=params.n_init, tol=gmm_params.tol)
+
+
+def k_argument(value: str) -> int | str:
+    """A command's ``--k``: a K of ``gmm.n_components``, or ``recommended`` (choose_k's K)."""
+    if value == RECOMMENDED:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a K (an integer) or {RECOMMENDED!r}, got {value!r}") from None
+
+
+def mixture_folder(paths: Paths, k: int | str) -> tuple[int, Path]:
+    """The K and the fitted mixture's folder that ``--k`` names: ``models/gmm/k<K>``, or for ``recommended``
+    choose_k's K in fit_gmm_recommended's folder (or the listed K's folder its ``rendered_as`` pointer names).
+    Raises FileNotFoundError naming the folder and the stage that builds it."""
+    stage = f"fit_gmm_{RECOMMENDED}" if k == RECOMMENDED else f"fit_gmm@{k}"
+    folder = paths.mixture_dir(k)
+    if k == RECOMMENDED:
+        k = read_recommended_k(paths.choose_k_metrics)
+        pointer = folder / RENDERED_AS_FILE
+        if pointer.is_file():
+            folder = folder.parent / json.loads(pointer.read_text())[RENDERED_AS]
+    if not (folder / META_FILE).is_file():
+        raise FileNotFoundError(f"no mixture for K={k} at {folder}: run `dvc repro {stage}` first")
+    return k, folder
