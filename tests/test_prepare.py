@@ -168,6 +168,40 @@ def test_chunking_changes_no_window(audio_dir, tmp_path, prepared):
         np.testing.assert_allclose(small[offset]["f0_hz"], big[offset]["f0_hz"], rtol=0.01)
 
 
+def test_a_file_whose_chunk_fails_analysis_is_dropped_whole(tmp_path, monkeypatch):
+    """NaN features in the middle chunk of a 25 s file (chunks of 10 s): that file is rejected and none of its
+    windows reach the shards, though its other chunks analysed fine; the other file is untouched."""
+    import pipeline.prepare.beam as prepare_beam
+
+    folder = tmp_path / "audio"
+    write_audio(folder / "flaky.wav", harmonic_tone(25.0, SR, 196.0, seed=4), SR)
+    write_audio(folder / "fine.wav", harmonic_tone(5.0, SR, 262.0, seed=5), SR)
+    read_segment, loudness = prepare_beam.read_segment, prepare_beam.compute_loudness_db
+    reading = {}
+
+    def noting_the_chunk(info, start, stop, sample_rate):
+        reading["flaky"] = Path(info.path).name == "flaky.wav" and 8.0 <= start < 18.0
+        return read_segment(info, start, stop, sample_rate)
+
+    def nan_in_one_chunk(*args, **kwargs):
+        out = loudness(*args, **kwargs)
+        if reading.get("flaky"):
+            out = out.copy()
+            out[len(out) // 2] = np.nan  # as an analysis glitch mid-file would be
+        return out
+
+    monkeypatch.setattr(prepare_beam, "read_segment", noting_the_chunk)
+    monkeypatch.setattr(prepare_beam, "compute_loudness_db", nan_in_one_chunk)
+    params = tiny_params(chunk_secs=10.0, eval_fraction=0.0)
+    report = run_prepare(params, folder, tmp_path / "out", seed=3)
+    assert [(r["source"], r["reason"]) for r in report["rejected"]] == [("flaky.wav", "non_finite_features")]
+    sources = [ex["source"] for split in ("train", "eval") for ex in iter_examples(tmp_path / "out", split)]
+    assert sources == ["fine.wav"] * windows_in(5.0)
+    assert report["stats"]["files_used"] == 1 and report["stats"]["examples_train"] == windows_in(5.0)
+    decisions = {d["source"]: d["decision"] for d in report["decisions"]}
+    assert decisions == {"fine.wav": "used", "flaky.wav": "rejected"}
+
+
 def test_any_runner_writes_byte_identical_shards(tmp_path):
     """multi_processing (what scales out locally) gives exactly the in-process shards, byte for byte:
     the same audio always gives the same training order and the same evaluated examples."""

@@ -26,7 +26,9 @@ chunking changes no window.
 Every file gets one decision in ``report.json`` (``decisions``) and on the console: used (with
 warnings such as ``clipped``) or rejected with a reason. A file whose voiced share (f0 confidence
 at least 0.5, over its real frames) is below ``prepare.min_voiced_fraction`` is rejected
-``unpitched`` after analysis: its windows are dropped before the shards are written.
+``unpitched`` after analysis: its windows are dropped before the shards are written. So is every
+window of a file one of whose chunks fails analysis (``non_finite_features``): a file is used whole
+or not at all.
 """
 from __future__ import annotations
 
@@ -39,10 +41,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineState
 
 from pipeline.audio.features import VOICED_THRESHOLD, compute_loudness_db, estimate_f0, loudness_floor_db
 from pipeline.audio.io import AudioInfo, AudioRejected, inspect_audio, list_audio_files, read_segment, resample
@@ -50,6 +49,20 @@ from pipeline.config import DDSP_FEATURE_SAMPLE_RATE, PrepareParams
 from pipeline.dataset.tfrecord import SPLITS, DatasetSpec, encode_example, shard_path, shard_prefix
 from pipeline.paths import PREPARE_REPORT
 from pipeline.publish import staged_dir
+
+
+def _not_apitools(record: logging.LogRecord) -> bool:
+    return "apitools not found" not in record.getMessage()
+
+
+# Importing Beam warns through the root logger that its BigQuery client lacks the optional apitools
+# (this pipeline reads no GCP source), once per process: a line of library noise on every prepare.
+logging.getLogger().addFilter(_not_apitools)
+import apache_beam as beam  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from apache_beam.runners.runner import PipelineState  # noqa: E402
+
+logging.getLogger().removeFilter(_not_apitools)
 
 LOG = logging.getLogger(__name__)
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -60,8 +73,8 @@ _REJECTED = "rejected"    # a rejection: {source, reason, detail}
 _INSPECTED = "inspected"  # a file that passed inspection: its format and window count
 _CHUNK = "chunk"          # a Chunk to analyse
 _PIECE = "piece"          # one chunk's windows of one shard, in a piece file: (shard key, source, first window, path, count)
-_STATS = "stats"          # one analysed chunk's counts
-_DROP = "drop"            # (shard key, source): that shard leaves out the source's windows (unpitched)
+_STATS = "stats"          # one analysed chunk's counts, or {source, split, failed: reason} for one that failed
+_DROP = "drop"            # (shard key, source): that shard leaves out the source's windows (unpitched, failed)
 _SHARD = "shard"          # a written shard: {split, shard, examples}
 _REPORT_KINDS = (_REJECTED, _INSPECTED, _STATS, _SHARD)  # what the report file keeps
 RECORDS_FILE = "records.jsonl"  # the report's records, written by the graph's last step, read and removed here
@@ -185,6 +198,8 @@ class AnalyseChunk(beam.DoFn):
             yield from self._windows(chunk)
         except AudioRejected as err:
             yield _REJECTED, _rejection(chunk.source, err.reason, err.detail)
+            # the file's verdict drops the windows its other chunks wrote
+            yield _STATS, {"source": chunk.source, "split": chunk.split, "failed": err.reason}
 
     def _windows(self, chunk: Chunk):
         p = self.params
@@ -344,11 +359,16 @@ def pipeline_options(params: PrepareParams, dask_address: str | None = None, n_f
 
 
 def _file_verdict(source_stats, min_voiced_fraction: float, num_shards: int):
-    """A file's analysed chunks -> its stats, or (voiced share below the minimum: DC, noise, clicks) an
-    ``unpitched`` rejection and a ``drop`` marker for every shard of its split."""
+    """A file's analysed chunks -> its stats; or a ``drop`` marker for every shard of its split, when a
+    chunk failed analysis (rejected there) or the voiced share is below the minimum (DC, noise, clicks:
+    an ``unpitched`` rejection)."""
     _key, rows = source_stats
     rows = list(rows)
     source, split = rows[0]["source"], rows[0]["split"]
+    if any("failed" in r for r in rows):
+        for shard in range(num_shards):
+            yield _DROP, (_shard_key(split, shard, num_shards), source)
+        return
     voiced, frames = sum(r["file_voiced_frames"] for r in rows), sum(r["file_frames"] for r in rows)
     share = voiced / frames if frames else 0.0
     if share >= min_voiced_fraction:
@@ -545,8 +565,9 @@ def run_prepare(params: PrepareParams, audio_dir: Path, out_dir: Path, seed: int
     files = discover(audio_dir, params.eval_fraction, seed)
     LOG.info("prepare: %d audio files under %s", len(files), audio_dir)
     beam_params = params.beam
-    where = (f"{beam_params.mode}, {beam_params.num_workers} workers" if beam_params.runner == "local" else
-             f"scheduler {beam_params.dask.address or f'LocalCluster of {beam_params.num_workers} workers'}"
+    workers = f"{beam_params.num_workers} worker{'s' if beam_params.num_workers != 1 else ''}"
+    where = (f"{beam_params.mode}, {workers}" if beam_params.runner == "local" else
+             f"scheduler {beam_params.dask.address or f'LocalCluster of {workers}'}"
              if beam_params.runner == "dask" else "options " + " ".join(beam_params.options))
     print(f"prepare: {len(files)} audio files under {audio_dir}, runner {beam_params.runner} ({where})",
           file=sys.stderr, flush=True)
