@@ -25,7 +25,7 @@ import soundfile as sf
 
 from pipeline.audio.io import AudioRejected
 from pipeline.audio.plots import plot_example
-from pipeline.config import PrepareParams, load_params, project_root
+from pipeline.config import Params, load_params, project_root
 from pipeline.dataset.tfrecord import DatasetSpec
 from pipeline.export.command import EXPORT_HELP, STREAM_HELP, add_export_arguments, add_stream_arguments, export, stream
 from pipeline.generation.conditioning import Conditioning
@@ -35,6 +35,7 @@ from pipeline.generation.longform import (
     constant_conditioning,
     long_form_z,
     midi_conditioning,
+    midi_envelope_for,
 )
 from pipeline.generation.plans import ClipPlan
 from pipeline.paths import CONDITIONAL_DIR, Paths
@@ -52,14 +53,14 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output WAV; a spectrogram PNG is written beside it")
 
 
-def conditioning_for(args: argparse.Namespace, spec: DatasetSpec, prepare: PrepareParams) -> Conditioning:
+def conditioning_for(args: argparse.Namespace, spec: DatasetSpec, params: Params, paths: Paths) -> Conditioning:
     if args.midi is not None:
-        return midi_conditioning(args.midi, spec)
+        return midi_conditioning(args.midi, spec, midi_envelope_for(params, paths))
     if args.audio is not None:
         if not args.audio.is_file():
             sys.exit(f"generate: --audio {args.audio}: no such file")
         try:
-            return audio_conditioning(args.audio, spec, prepare)
+            return audio_conditioning(args.audio, spec, params.prepare)
         except AudioRejected as err:
             sys.exit(f"generate: --audio {args.audio}: {err}")
     return constant_conditioning(args.f0_hz, args.loudness_db, args.secs or spec.example_secs, spec)
@@ -86,7 +87,7 @@ def generate(args: argparse.Namespace) -> None:
 
     synth = load_synthesizer(paths.model_dir)
     spec = DatasetSpec.load(paths.prepared_dir)
-    cond = conditioning_for(args, spec, params.prepare)
+    cond = conditioning_for(args, spec, params, paths)
     plan = ClipPlan(k, args.method, args.cluster, cond.name)
     z = long_form_z(plan, gmm, cond, spec, synth.n_z_frames, args.seed, args.rho, conditional)
     audio, _, _ = synth.decode_long(cond.f0_hz, cond.loudness_db, z, args.seed)

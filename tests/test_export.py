@@ -173,6 +173,15 @@ def test_export_takes_a_mixture_along(in_project, exported):  # noqa: F811
     cli.main(["export", "--k", "2", "--out", "export_k2"])
     manifest = json.loads((in_project / "export_k2/manifest.json").read_text())
     assert manifest["mixture"] == "mixture" and manifest["quantized"] == {}
+    # a host turns MIDI into contours as generate does: the envelope and tuning fitted on the train split
+    from pipeline.config import load_params
+    from pipeline.generation.longform import midi_envelope_for
+    from pipeline.generation.midi_envelope import DEFAULT_ENVELOPE
+    from pipeline.paths import Paths
+
+    params = load_params()
+    assert manifest["midi_envelope"] == midi_envelope_for(params, Paths(params, in_project)).as_dict()
+    assert manifest["midi_envelope"] != DEFAULT_ENVELOPE.as_dict()
     copied, fitted = load_mixture(in_project / "export_k2/mixture"), load_mixture(in_project / "models/gmm/k2")
     np.testing.assert_array_equal(copied.means_, fitted.means_)
     # a live host's z: the temporal sampler over the exported mixture, frame by frame

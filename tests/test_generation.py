@@ -154,6 +154,51 @@ def test_generate_plays_a_midi_melody_deterministically(in_project):
     assert not np.array_equal(sf.read(in_project / "gen/c.wav")[0], outs[0]), "another cluster, another timbre"
 
 
+def test_generate_plays_midi_with_the_envelope_and_tuning_fitted_on_the_train_split(in_project):
+    import argparse
+    import dataclasses
+
+    from pipeline import cli
+    from pipeline.config import load_params
+    from pipeline.generation.fits import fit_conditioning_data
+    from pipeline.generation.longform import midi_envelope_for
+    from pipeline.generation.midi_envelope import DEFAULT_ENVELOPE
+    from pipeline.paths import CONDITIONINGS_FILE, Paths
+
+    params = load_params()
+    paths = Paths(params, in_project)
+    fitted = fit_conditioning_data(paths.prepared_dir, SPEC, loudness_n_fft=params.prepare.loudness_n_fft, n_audio=0,
+                                   want_mapping=False).envelope.params
+    assert fitted != DEFAULT_ENVELOPE
+    written = paths.anchors_dir / CONDITIONINGS_FILE
+    elsewhere = params.model_copy(update={"anchors": params.anchors.model_copy(update={"out_dir": "no_anchors"})})
+    # no anchors stage output: fitted from the prepared data
+    assert midi_envelope_for(elsewhere, Paths(elsewhere, in_project)) == fitted
+    saved = written.read_text() if written.is_file() else None
+    try:
+        # the anchors stage's fit is what generate plays (here with a tuning only this file has)
+        sharp = dataclasses.replace(fitted, tuning_cents=13.0)
+        written.parent.mkdir(parents=True, exist_ok=True)
+        written.write_text(json.dumps({"midi_envelope": {"params": sharp.as_dict()}}))
+        assert midi_envelope_for(params, paths) == sharp
+        midi = pretty_midi.PrettyMIDI()
+        piano = pretty_midi.Instrument(program=0)
+        piano.notes.append(pretty_midi.Note(100, 69, 0.1, 0.6))
+        midi.instruments.append(piano)
+        midi.write(str(in_project / "a4.mid"))
+        args = argparse.Namespace(midi=in_project / "a4.mid", audio=None)
+        cond = cli.conditioning_for(args, SPEC, params, paths)
+        assert cond.f0_hz[cond.voiced][0] == pytest.approx(440.0 * 2 ** (13 / 1200), rel=1e-6)
+        assert cond.loudness_db[cond.voiced].max() == pytest.approx(sharp.peak_db(100), abs=1e-4)
+        default = params.model_copy(update={"sample": params.sample.model_copy(update={"midi_envelope": "default"})})
+        assert midi_envelope_for(default, paths) == DEFAULT_ENVELOPE
+    finally:
+        if saved is None:
+            written.unlink()
+        else:
+            written.write_text(saved)
+
+
 def test_generate_refuses_bad_arguments(in_project, capsys):
     from pipeline import cli
 

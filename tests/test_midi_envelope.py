@@ -15,11 +15,12 @@ from pipeline.generation.midi_envelope import (
     fit_note,
     note_onsets,
     note_segments,
+    tuning_from_contours,
 )
 
 FR = 250
 TRUE = EnvelopeParams(floor_db=-70.0, peak_db_softest=-45.0, peak_db_loudest=-12.0, decay_db_per_sec=6.0,
-                      release_db_per_sec=60.0)
+                      release_db_per_sec=60.0, tuning_cents=7.0)
 
 
 def random_melody(seed: int, n_notes: int = 8) -> tuple[list[Note], float]:
@@ -33,13 +34,16 @@ def random_melody(seed: int, n_notes: int = 8) -> tuple[list[Note], float]:
     return notes, t + 0.5
 
 
-def synthetic_contours(envelope: EnvelopeParams, n_examples: int = 6, noise_db: float = 0.0) -> list[Contour]:
+def synthetic_contours(envelope: EnvelopeParams, n_examples: int = 6, noise_db: float = 0.0,
+                       noise_cents: float = 0.0) -> list[Contour]:
     contours = []
     for seed in range(n_examples):
         notes, secs = random_melody(seed)
         cond = melody_contour(notes, int(secs * FR), FR, envelope=envelope)
-        noise = np.random.default_rng(100 + seed).normal(0.0, noise_db, cond.n_frames) if noise_db else 0.0
-        contours.append(Contour(cond.loudness_db.astype(np.float64) + noise, cond.voiced, cond.f0_hz))
+        rng = np.random.default_rng(100 + seed)
+        noise = rng.normal(0.0, noise_db, cond.n_frames) if noise_db else 0.0
+        jitter = 2.0 ** (rng.normal(0.0, noise_cents, cond.n_frames) / 1200) if noise_cents else 1.0
+        contours.append(Contour(cond.loudness_db.astype(np.float64) + noise, cond.voiced, cond.f0_hz * jitter))
     return contours
 
 
@@ -49,6 +53,25 @@ def test_default_envelope_is_a_drop_in():
     b = melody_contour(notes, int(secs * FR), FR, envelope=DEFAULT_ENVELOPE)
     np.testing.assert_array_equal(a.loudness_db, b.loudness_db)
     assert DEFAULT_ENVELOPE.peak_db(1) == PEAK_DB_SOFTEST and DEFAULT_ENVELOPE.peak_db(127) == PEAK_DB_LOUDEST
+
+
+def test_tuning_is_the_common_offset_from_equal_temperament():
+    # a4 played 12 cents sharp for most frames; a glide and an octave-up outlier do not move it
+    sharp = 440.0 * 2 ** (12 / 1200)
+    f0 = np.r_[np.full(400, sharp), np.full(300, sharp * 2 ** (7 / 12)), np.geomspace(300.0, 500.0, 100), [1760.0] * 20]
+    contour = Contour(np.zeros(len(f0)), np.ones(len(f0), bool), f0)
+    assert tuning_from_contours([contour]) == pytest.approx(12.0, abs=0.5)
+    flat = Contour(np.zeros(500), np.ones(500, bool), np.full(500, 440.0 * 2 ** (-20 / 1200)))
+    assert tuning_from_contours([flat]) == pytest.approx(-20.0, abs=0.2)
+    unvoiced = Contour(np.zeros(500), np.zeros(500, bool), np.full(500, 300.0))
+    assert tuning_from_contours([unvoiced]) is None
+
+
+def test_melody_contour_plays_notes_at_the_tuning():
+    a4 = Note(0.0, 1.0, 69, 100)
+    assert melody_contour([a4], FR, FR).f0_hz[0] == pytest.approx(440.0)
+    tuned = melody_contour([a4], FR, FR, envelope=TRUE)
+    assert tuned.f0_hz[0] == pytest.approx(440.0 * 2 ** (7 / 1200), rel=1e-6)
 
 
 def test_melody_contour_uses_the_given_envelope():
@@ -69,11 +92,13 @@ def test_recovers_a_known_envelope():
     # velocities drawn in 1..127: the extreme peaks are close to the range's ends
     assert p.peak_db_softest == pytest.approx(-45.0, abs=1.5)
     assert p.peak_db_loudest == pytest.approx(-12.0, abs=1.5)
+    assert p.tuning_cents == pytest.approx(7.0, abs=0.1)
 
 
 def test_noisy_contours_still_give_the_envelope():
-    fit = envelope_from_contours(synthetic_contours(TRUE, noise_db=1.0), FR)
+    fit = envelope_from_contours(synthetic_contours(TRUE, noise_db=1.0, noise_cents=5.0), FR)
     p = fit.params
+    assert p.tuning_cents == pytest.approx(7.0, abs=1.0)
     assert p.floor_db == pytest.approx(-70.0, abs=0.2)
     assert p.decay_db_per_sec == pytest.approx(6.0, abs=1.5)
     assert p.release_db_per_sec == pytest.approx(60.0, abs=10.0)

@@ -30,8 +30,11 @@ FORMAT_VERSION = 1
 
 
 def export_model(model_dir: Path, out_dir: Path, block_ms: float, quantize: list[str] = (),
-                 mixture_dir: Path | None = None, project_dir: Path | None = None) -> dict:
-    """Write ``out_dir`` whole (staged, then renamed) and return its manifest."""
+                 mixture_dir: Path | None = None, project_dir: Path | None = None,
+                 midi_envelope: dict | None = None) -> dict:
+    """Write ``out_dir`` whole (staged, then renamed) and return its manifest. ``midi_envelope``
+    (:class:`pipeline.generation.midi_envelope.EnvelopeParams` as a dict) is how a host turns MIDI notes
+    into f0 and loudness for this model; None leaves it to the host."""
     from pipeline.model.store import load_model, read_config
 
     train, spec = read_config(model_dir)
@@ -49,6 +52,7 @@ def export_model(model_dir: Path, out_dir: Path, block_ms: float, quantize: list
             for name in (META_FILE, ARRAYS_FILE):
                 shutil.copy(Path(mixture_dir) / name, folder / MIXTURE_DIR / name)
         manifest = _manifest(streaming, train, spec, ir is not None, mixture_dir, project_dir)
+        manifest["midi_envelope"] = midi_envelope
         write_json_atomic(folder / host.MANIFEST_FILE, manifest)
         for kind in quantize:
             name = f"model_{kind}.tflite"

@@ -46,9 +46,12 @@ def export(args: argparse.Namespace) -> None:
         except (FileNotFoundError, ValueError) as err:
             sys.exit(f"export: {err}")
     from pipeline.export.bundle import export_model  # deferred: TensorFlow loads only once arguments are valid
+    from pipeline.generation.longform import midi_envelope_for
 
     out = args.out or root / params.export.out_dir
-    manifest = export_model(model_dir, out, params.export.block_ms, list(params.export.quantize), mixture_dir, root)
+    envelope = midi_envelope_for(params, Paths(params, root)).as_dict()
+    manifest = export_model(model_dir, out, params.export.block_ms, list(params.export.quantize), mixture_dir, root,
+                            envelope)
     errors = ", ".join(f"{kind}: max error {q['audio_error']['max_over_peak']:.1e} of peak"
                        for kind, q in manifest["quantized"].items())
     print(f"export: {out} — blocks of {manifest['block_frames']} frames ({manifest['block_ms']:g} ms), "
@@ -68,6 +71,7 @@ def stream(args: argparse.Namespace) -> None:
     from pipeline.dataset.tfrecord import DatasetSpec
     from pipeline.export import host
     from pipeline.generation.longform import audio_conditioning, constant_conditioning, long_form_z, midi_conditioning
+    from pipeline.generation.midi_envelope import EnvelopeParams
     from pipeline.generation.plans import ClipPlan
     from pipeline.prior.mixture import load_mixture
 
@@ -91,7 +95,8 @@ def stream(args: argparse.Namespace) -> None:
         sys.exit(f"stream: --cluster must be in [0, {k}), got {args.cluster}")
     spec = DatasetSpec(**manifest["training"]["dataset"])
     if args.midi is not None:
-        cond = midi_conditioning(args.midi, spec)
+        envelope = manifest.get("midi_envelope")  # as generate plays MIDI: the training data's envelope
+        cond = midi_conditioning(args.midi, spec, EnvelopeParams(**envelope) if envelope else None)
     elif args.audio is not None:
         try:
             cond = audio_conditioning(args.audio, spec, params.prepare)

@@ -110,7 +110,8 @@ def melody_contour(notes: Sequence[Note], n_frames: int, frame_rate: int, name: 
     """A held f0 contour and an attack-decay-release loudness envelope from monophonic notes.
 
     ``envelope`` (:class:`pipeline.generation.midi_envelope.EnvelopeParams`, e.g. measured on the training
-    data) sets the floor, velocity -> peak range, decay and release; None keeps this module's constants.
+    data) sets the floor, velocity -> peak range, decay and release, and the tuning of the pitches; None
+    keeps this module's constants (and A4 = 440 Hz).
     """
     if envelope is None:
         from pipeline.generation.midi_envelope import DEFAULT_ENVELOPE  # that module builds on this one
@@ -120,7 +121,8 @@ def melody_contour(notes: Sequence[Note], n_frames: int, frame_rate: int, name: 
     notes = sorted(notes, key=lambda n: n.start_s)
     if not notes:
         raise ValueError("the melody has no notes")
-    f0 = np.full(n_frames, midi_to_hz(notes[0].pitch), np.float64)
+    detune = envelope.tuning_cents / 100.0
+    f0 = np.full(n_frames, midi_to_hz(notes[0].pitch + detune), np.float64)
     loudness = np.full(n_frames, envelope.floor_db)
     voiced = np.zeros(n_frames, bool)
     onsets = []
@@ -130,7 +132,7 @@ def melody_contour(notes: Sequence[Note], n_frames: int, frame_rate: int, name: 
         if not sounding.any():
             continue
         onsets.append(int(np.argmax(sounding)))
-        f0[times >= note.start_s] = midi_to_hz(note.pitch)  # held into the following rest
+        f0[times >= note.start_s] = midi_to_hz(note.pitch + detune)  # held into the following rest
         held = sounding & (times < note.end_s)
         peak = envelope.peak_db(note.velocity)
         level_at_end = peak - envelope.decay_db_per_sec * (note.end_s - note.start_s)

@@ -8,6 +8,7 @@ its slow drift) runs on unbroken; the decoder resamples it to its own frames.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +16,43 @@ from sklearn.mixture import GaussianMixture
 
 from pipeline.audio.features import VOICED_THRESHOLD, compute_loudness_db, estimate_f0
 from pipeline.audio.io import inspect_audio, read_segment
-from pipeline.config import PrepareParams
+from pipeline.config import Params, PrepareParams
 from pipeline.dataset.tfrecord import DatasetSpec
 from pipeline.generation.conditioning import Conditioning, melody_contour, read_midi_notes
+from pipeline.generation.fits import fit_conditioning_data
+from pipeline.generation.midi_envelope import DEFAULT_ENVELOPE, EnvelopeParams
 from pipeline.generation.plans import ClipPlan, draw_conditional_z, draw_z
+from pipeline.paths import CONDITIONINGS_FILE, Paths
 from pipeline.prior.selection import k_argument
 from pipeline.vocab import CONDITIONAL
 
 RELEASE_SECS = 0.5  # after a MIDI file's last note: the sound's release
 
 
-def midi_conditioning(path: Path, spec: DatasetSpec) -> Conditioning:
+def midi_conditioning(path: Path, spec: DatasetSpec, envelope: EnvelopeParams | None = None) -> Conditioning:
+    """A MIDI file's top voice as contours (:func:`melody_contour` with ``envelope``), plus the release."""
     notes = read_midi_notes(path)
     n_frames = int(np.ceil((max(n.end_s for n in notes) + RELEASE_SECS) * spec.frame_rate))
-    return melody_contour(notes, n_frames, spec.frame_rate, name=path.stem)
+    return melody_contour(notes, n_frames, spec.frame_rate, name=path.stem, envelope=envelope)
+
+
+def midi_envelope_for(params: Params, paths: Paths) -> EnvelopeParams:
+    """How ``generate`` and ``export`` turn MIDI notes into contours, as the sample stage does.
+
+    ``sample.midi_envelope: data``: the envelope and tuning fitted on the train split, read from the
+    anchors stage's conditionings.json (what the evaluated MIDI clips were made with), or fitted now
+    from the prepared data when that file is not there; ``default``: the fixed constants at A4 = 440 Hz.
+    """
+    if params.sample.midi_envelope != "data":
+        return DEFAULT_ENVELOPE
+    fitted = paths.anchors_dir / CONDITIONINGS_FILE
+    if fitted.is_file():
+        envelope = json.loads(fitted.read_text()).get("midi_envelope")
+        if envelope:
+            return EnvelopeParams(**envelope["params"])
+    spec = DatasetSpec.load(paths.prepared_dir)
+    return fit_conditioning_data(paths.prepared_dir, spec, loudness_n_fft=params.prepare.loudness_n_fft, n_audio=0,
+                                 want_mapping=False).envelope.params
 
 
 def constant_conditioning(f0_hz: float, loudness_db: float, secs: float, spec: DatasetSpec) -> Conditioning:

@@ -1,4 +1,4 @@
-"""The loudness envelope of MIDI melodies, with its parameters read from the training data.
+"""The loudness envelope and tuning of MIDI melodies, with their parameters read from the training data.
 
 :func:`pipeline.generation.conditioning.melody_contour` turns notes into an attack-decay-release loudness
 contour: each note starts at a velocity-dependent peak, decays linearly in dB while held, is
@@ -26,6 +26,11 @@ the frame grid), so a MIDI clip's target loudness lies where the model was train
   d comes from notes with ``min_decay_s`` before the knee (or in all, without one), r from notes
   with ``min_release_s`` after it. The medians over notes are the parameters.
 
+- ``tuning_cents``: how far the data's voiced pitches sit from equal temperament at A4 = 440 Hz
+  (:func:`tuning_from_contours`). A MIDI note is played at that offset: a decoder trained on
+  instruments tuned a few cents sharp (the default corpus's soundfont reads +5 cents) follows
+  loudness measurably worse at the exact equal-tempered pitch than at the pitch it heard.
+
 A parameter with fewer than ``min_events`` measurements keeps its default, and the fit says so.
 :class:`EnvelopeParams` is what ``melody_contour(..., envelope=...)`` accepts.
 """
@@ -34,7 +39,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+import librosa
 import numpy as np
+import scipy.stats
 
 from pipeline.audio.features import VOICED_THRESHOLD
 from pipeline.generation.conditioning import (
@@ -62,13 +69,15 @@ _ABOVE_FLOOR_DB = 3.0  # release frames closer than this to the floor have stopp
 
 @dataclass(frozen=True)
 class EnvelopeParams:
-    """The five numbers of the attack-decay-release envelope, in ddsp 3.x loudness dB (and dB/s)."""
+    """How notes become contours: the five numbers of the attack-decay-release envelope, in ddsp 3.x
+    loudness dB (and dB/s), and the tuning of the pitches in cents (0: A4 = 440 Hz)."""
 
     floor_db: float = FLOOR_DB
     peak_db_softest: float = PEAK_DB_SOFTEST
     peak_db_loudest: float = PEAK_DB_LOUDEST
     decay_db_per_sec: float = DECAY_DB_PER_SEC
     release_db_per_sec: float = RELEASE_DB_PER_SEC
+    tuning_cents: float = 0.0
 
     def peak_db(self, velocity: int) -> float:
         """A note's peak: velocity 1 -> softest, 127 -> loudest, linear in between."""
@@ -110,6 +119,20 @@ def contours_from_examples(examples: Iterable[Mapping], voiced_threshold: float 
     """Contours of prepared examples (dicts with ``f0_hz``, ``f0_confidence``, ``loudness_db``)."""
     return [Contour(np.asarray(e["loudness_db"], np.float64), np.asarray(e["f0_confidence"]) >= voiced_threshold,
                     np.asarray(e["f0_hz"], np.float64)) for e in examples]
+
+
+def tuning_from_contours(contours: Sequence[Contour], min_frames: int = DEFAULT_MIN_EVENTS) -> float | None:
+    """The tuning of the voiced pitches in cents, in [-50, 50): the circular mean of every frame's
+    deviation from equal temperament at A4 = 440 Hz (circular, since +49 and -49 cents are 2 cents
+    apart; glides spread round the circle and barely pull it). None with fewer than ``min_frames``
+    voiced frames."""
+    f0 = np.concatenate([np.asarray(c.f0_hz, np.float64)[np.asarray(c.voiced, bool)] for c in contours])
+    f0 = f0[f0 > 0]
+    if len(f0) < min_frames:
+        return None
+    cents = 100.0 * librosa.hz_to_midi(f0)
+    tuning = float(scipy.stats.circmean(cents, high=50.0, low=-50.0))
+    return tuning - 100.0 if tuning >= 50.0 else tuning
 
 
 def note_onsets(contour: Contour, frame_rate: int, onset_rise_db: float = DEFAULT_ONSET_RISE_DB,
@@ -256,10 +279,15 @@ def envelope_from_contours(contours: Sequence[Contour], frame_rate: int, *,
         release_rate = default.release_db_per_sec
         notes["release_db_per_sec"] = f"only {len(releases)} releases (need {min_events}); default kept"
 
+    tuning = tuning_from_contours(contours, min_events)
+    if tuning is None:
+        tuning = default.tuning_cents
+        notes["tuning_cents"] = f"fewer than {min_events} voiced frames; default kept"
+
     if not floor < softest <= loudest:
         raise ValueError(f"measured envelope is inconsistent: floor {floor:.1f} dB, peaks {softest:.1f}..{loudest:.1f} "
                          "dB (is the voicing threshold right for this data?)")
-    params = EnvelopeParams(floor, softest, loudest, decay, release_rate)
+    params = EnvelopeParams(floor, softest, loudest, decay, release_rate, tuning)
     return EnvelopeFit(params, len(silent), len(peaks), len(decays), len(releases), notes)
 
 
@@ -275,8 +303,3 @@ def _silent_frames(contour: Contour, margin: int) -> np.ndarray:
     to_prev = np.where(right > 0, frames - voiced_at[np.maximum(right - 1, 0)], np.inf)
     return loudness[np.minimum(to_next, to_prev) >= margin]
 
-
-def _slope(values: np.ndarray, frame_rate: int) -> float:
-    """Least-squares slope of ``values`` [n] against time, in units per second."""
-    t = np.arange(len(values)) / frame_rate
-    return float(np.polyfit(t, values, 1)[0])
