@@ -27,6 +27,8 @@ CANDIDATES: dict[str, dict] = {
     "cpu, lr 2e-3": {"learning_rate": 2e-3},
     "cpu, batch 4": {"batch_size": 4},
     "cpu, decoder 512": {"decoder_rnn_channels": 512, "decoder_fc_channels": 256},
+    "cpu, reverb 1 s": {"reverb_length": 16000},
+    "cpu, reverb 0.06 s": {"reverb_length": 1000},
 }
 METRICS = ("spectral_distance", "loudness_l1_db", "f0_rpa")
 
@@ -114,6 +116,7 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-examples", type=int, help="held-out examples scored (default: the preset's)")
     parser.add_argument("--steps-per-check", type=int, default=25, help="steps between looks at the clock")
     parser.add_argument("--synthetic", action="store_true", help="train on synthetic tones (no prepared data needed)")
+    parser.add_argument("--results", default="preset_curve", help="results name: bench/results/<name>.json and .png")
     args = parse_args(parser, {"minutes": 0.02, "block_minutes": 0.01, "candidates": ["cpu", "cpu, lr 2e-3"],
                                "eval_examples": 2, "synthetic": True, "steps_per_check": 1}, argv)
     params = load_params(project_root() / "params.yaml")
@@ -152,7 +155,7 @@ def main(argv=None) -> None:
                  for name, value in at_budget.items()]))
     print(f"best at the budget: {best}")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    path = write_results("preset_curve", {"settings": settings, "candidates": {n: CANDIDATES[n] for n in curves},
+    path = write_results(args.results, {"settings": settings, "candidates": {n: CANDIDATES[n] for n in curves},
                                           "curves": curves, "at_budget": at_budget, "best": best}, info, args.smoke)
     if not args.smoke:
         plot(curves, args.minutes, path.with_suffix(".png"))
