@@ -23,6 +23,7 @@ on), never touches those outputs, and the outputs never depend on run ids.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -104,6 +105,8 @@ class Store:
     def open(cls, root: Path, settings: TrackingParams) -> "Store":
         from mlflow import MlflowClient
 
+        # a new SQLite store announces its schema migration at INFO on the console of whichever stage opens it first
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         uri = tracking_uri(root, settings)
         apply_retry_policy(settings)
         try:
