@@ -205,6 +205,7 @@ def test_seed_experiment_compares_direct_with_per_cluster_sampling(project):
     values = [10, 10, 12, 12, 10, 10, -3, 12, 12, -3, 11, 11, -3]
     assert seed["per_cluster"]["hnr_db"]["mean"] == pytest.approx(np.mean(values))
     assert seed["direct_noisier"] is False  # direct's flatness (0.1) is not above per-cluster's
+    assert seed["direct_lower_hnr"] is True and seed["direct_flatter"] is False
 
 
 def test_invalid_cluster_is_flagged_with_reason_and_low_weight(project):

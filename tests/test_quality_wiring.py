@@ -24,6 +24,7 @@ from pipeline.generation.fits import fit_conditioning_data, spread_indices
 from pipeline.generation.plans import ClipPlan, draw_conditional_z, plan_clips
 from pipeline.generation.render import shown_in_report
 from pipeline.prior.conditional import fit_joint_mixture, scale_db, scale_f0_hz
+from pipeline.report import html
 
 SPEC = DatasetSpec(sample_rate=16000, frame_rate=250, example_secs=1.0, f0_method="swift")
 
@@ -169,6 +170,13 @@ def test_seed_experiment_finds_direct_noisier_when_it_is():
     result = tables.seed_experiment(pd.DataFrame(rows), n_resamples=200, seed=0)
     entry = result["seed_report_scale"]
     assert entry["direct_noisier"] is True and "seed" not in result
+    assert entry["direct_lower_hnr"] is True and entry["direct_flatter"] is True
+    assert html._seed_verdict(entry) == "yes, as in the seed report"
+    # hnr agrees with the seed report, flatness does not: the page says which
+    rows = [{**row, "spectral_flatness": 0.0} if row["method"] == "direct" else row for row in rows]
+    entry = tables.seed_experiment(pd.DataFrame(rows), n_resamples=200, seed=0)["seed_report_scale"]
+    assert entry["direct_lower_hnr"] is True and entry["direct_flatter"] is False and not entry["direct_noisier"]
+    assert html._seed_verdict(entry).startswith("partly: direct's hnr_db is lower")
     assert entry["direct"]["hnr_db"]["mean"] == pytest.approx(-2.0 + 0.1 * 28 / 3)
     assert entry["per_cluster"]["valid_share"] == 1.0 and entry["direct"]["valid_share"] == 0.0
 
