@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (tests/conftest.py says how modules are shared out); 0 runs in-process
+TEST_WORKERS ?= 2
 
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -28,7 +30,7 @@ run: setup
 	$(BIN)/dvc repro
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # ruff: pyflakes, pycodestyle and import order (pyproject.toml [tool.ruff]); CI runs it before the tests
 lint: setup

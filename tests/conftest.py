@@ -33,6 +33,36 @@ def write_audio(path: Path, audio: np.ndarray, sample_rate: int, channels: int =
     return path
 
 
+# --- parallel runs: `make test` runs two pytest-xdist workers ---------------------------------------
+# A worker builds its own copy of every session fixture it uses. The tiny build and the servers below are
+# the dearest, so the modules that use them go to one worker as one unit; every other module is a unit of
+# its own, so its module-scoped projects are built once. (xdist's own loadgroup cannot group by a hook
+# on pytest 9, so the units are made here.)
+SHARED_SERVICES = {"tiny_build", "tiny_project", "mlflow_uri", "postgres_uri", "prefect_api"}
+SHARED_SERVICE_MODULES = {"test_browser", "test_deploy", "test_mlflow_postgres", "test_orchestration",
+                          "test_reproducibility", "test_worker"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "shared-services" if Path(module).stem in SHARED_SERVICE_MODULES else module
+
+    config.option.loadscopereorder = False  # units in collection order: the shared one and test_bench go first
+    return ByModule(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        uses = SHARED_SERVICES & set(item.fixturenames)
+        if uses and item.module.__name__ not in SHARED_SERVICE_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} uses {sorted(uses)}: add {item.module.__name__} to "
+                                    "SHARED_SERVICE_MODULES in tests/conftest.py")
+
+
 @pytest.fixture
 def tone_factory():
     return harmonic_tone

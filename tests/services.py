@@ -161,10 +161,12 @@ def foreign_python_dir() -> Path:
     folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"gddsp-foreign-python-{os.getuid()}"
     folder.mkdir(exist_ok=True)
     shim = folder / "python"
-    if not shim.exists():
+    if not shim.exists():  # written whole, then renamed: a parallel test worker never runs half a shim
         system = shutil.which("python3", path=os.defpath) or "/usr/bin/python3"
-        shim.write_text(f"#!/bin/sh\nexec {system} -I \"$@\"\n")
-        shim.chmod(0o755)
+        partial = folder / f"python.{os.getpid()}"
+        partial.write_text(f"#!/bin/sh\nexec {system} -I \"$@\"\n")
+        partial.chmod(0o755)
+        os.replace(partial, shim)
     return folder
 
 

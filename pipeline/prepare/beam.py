@@ -350,6 +350,8 @@ def pipeline_options(params: PrepareParams, dask_address: str | None = None, n_f
         if address is None:
             raise ValueError("the dask runner needs a scheduler: prepare.beam.dask.address or a started LocalCluster")
         npartitions = dask.npartitions or max(1, min(n_files, 1024))
+        # Beam parses a runner's flags only once the module defining its options is imported
+        import apache_beam.runners.dask.dask_runner  # noqa: F401
         args = [f"--runner={DASK_RUNNER}", f"--dask_client_address={address}",
                 f"--dask_connection_timeout={max(1, int(round(dask.connect_timeout_secs)))}",
                 f"--dask_npartitions={npartitions}"]
