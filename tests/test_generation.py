@@ -106,7 +106,7 @@ def test_sample_stage_writes_every_planned_clip_with_its_metrics(in_project):
     per_cluster = clips[clips["method"] == "inverse_transform"]
     assert (per_cluster["component_switches"] == 0).all()
     assert set(per_cluster["cluster"]) == {0, 1}
-    assert clips["invalid_reason"].fillna("").eq("").eq(clips["valid"]).all()
+    assert clips["invalid_reason"].astype("string").fillna("").eq("").eq(clips["valid"]).all()
 
 
 def test_anchors_stage_decodes_mean_z_everywhere_and_resynthesis_on_real_contours(in_project):

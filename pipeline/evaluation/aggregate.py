@@ -135,8 +135,9 @@ def real_audio_dir(anchors_dir: Path) -> Path:
 def _typed(clips: pd.DataFrame) -> pd.DataFrame:
     # CSV round trips turn a column of booleans with gaps into text, and empty reasons into NaN
     clips["valid"] = clips["valid"].astype(str).str.lower().isin(("true", "1", "1.0"))
-    clips["invalid_reason"] = clips["invalid_reason"].fillna("").astype(str)
-    clips["png"] = clips["png"].fillna("").astype(str)
+    for column in ("invalid_reason", "png"):
+        # an all-empty column reads back as float NaN, which pandas will not fill with text
+        clips[column] = clips[column].astype("string").fillna("").astype(str)
     for column in ("cluster", "example", "draw"):
         clips[column] = clips[column].astype(int)
     for column in (*METRICS, "cluster_weight"):
