@@ -1,10 +1,15 @@
-"""Set-level distances to real audio: zero for the same distribution, growing with a shift, unit-free."""
+"""Set-level distances to real audio: zero for the same distribution, growing with a shift, unit-free;
+their intervals over examples."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.linalg import sqrtm
 
+from pipeline.evaluation.tables import set_distances
 from pipeline.metrics.distances import (
     frechet_to_real,
     kad_to_real,
@@ -109,3 +114,41 @@ def test_bad_input_is_rejected(real):
         kad_to_real(real[:1], real)
     with pytest.raises(ValueError, match="identical"):
         kad_to_real(np.ones((5, 2)), np.ones((5, 2)))
+
+
+def per_example_sets(n_examples: int, outlier_shift: float = 0.0):
+    """Real frames per example (each example its own distribution), and one method's clips on the same
+    examples drawn from the same distributions, except example 0 shifted by ``outlier_shift``. The
+    frames go straight into set_distances' MFCC cache, keyed by the clip paths."""
+    real = {e: frames(300, seed=10 + e, shift=0.5 * e) for e in range(n_examples)}
+    cache, rows = {}, []
+    for e in range(n_examples):
+        wav = f"e{e}.wav"
+        cache[str(Path("clips") / wav)] = frames(300, seed=50 + e, shift=0.5 * e + (outlier_shift if e == 0 else 0.0))
+        rows.append({"conditioning": "real", "method": "direct", "example": e, "folder": "clips", "wav": wav})
+    return pd.DataFrame(rows), real, cache
+
+
+def test_set_distance_intervals_span_the_spread_between_examples():
+    clips, real, cache = per_example_sets(5)
+    matched = set_distances(clips, real, max_frames=None, seed=0, cache=cache)["direct"]
+    clips, real, cache = per_example_sets(5, outlier_shift=3.0)
+    outlier = set_distances(clips, real, max_frames=None, seed=0, cache=cache)["direct"]
+    assert matched["kad_to_real"]["ci_low"] < 0 < matched["kad_to_real"]["ci_high"]  # unbiased: ~0 when matched
+    for name in ("kad_to_real", "frechet_to_real"):
+        for entry in (matched, outlier):
+            assert entry[name]["ci_low"] <= entry[name]["mean"] <= entry[name]["ci_high"]
+        # one example far off: farther as a set, and much less certain (its deletion moves the value most)
+        assert outlier[name]["mean"] > 3 * matched[name]["mean"]
+        width = {key: entry[name]["ci_high"] - entry[name]["ci_low"] for key, entry in
+                 (("matched", matched), ("outlier", outlier))}
+        assert width["outlier"] > 5 * width["matched"]
+    # the value on every example is what kad_to_real gives on all frames at once
+    gen = np.concatenate([cache[str(Path("clips") / f"e{e}.wav")] for e in range(5)])
+    assert outlier["kad_to_real"]["mean"] == kad_to_real(gen, np.concatenate(list(real.values())), max_frames=None)
+
+
+def test_set_distances_with_two_examples_have_no_interval():
+    clips, real, cache = per_example_sets(2)
+    entry = set_distances(clips, real, max_frames=None, seed=0, cache=cache)["direct"]["kad_to_real"]
+    assert entry["ci_low"] is None and entry["ci_high"] is None and np.isfinite(entry["mean"])

@@ -6,12 +6,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from pipeline.evaluation.stats import (
     COMPARISON_COLUMNS,
     bootstrap_mean_ci,
     compare_methods,
     holm_adjust,
+    jackknife_ci,
     paired_wilcoxon,
     verdict,
     winner,
@@ -149,3 +151,21 @@ def test_compare_methods_rejects_bad_tables():
         compare_methods(pd.concat([clips, clips.iloc[:1]]), {"error": False}, [("good", "plain")])
     with pytest.raises(ValueError, match="no clips of method 'absent'"):
         compare_methods(clips, {"error": False}, [("good", "absent")])
+
+
+def test_jackknife_of_the_mean_is_the_t_interval():
+    # for the mean, the delete-one jackknife's se is exactly s / sqrt(n)
+    x = np.random.default_rng(4).normal(1.0, 3.0, size=9)
+    leave_one_out = [(x.sum() - v) / (len(x) - 1) for v in x]
+    ci = jackknife_ci(float(x.mean()), leave_one_out)
+    low, high = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=x.std(ddof=1) / np.sqrt(len(x)))
+    assert (ci.ci_low, ci.ci_high) == pytest.approx((low, high), rel=1e-12)
+    assert ci.mean == x.mean() and ci.n == 9
+
+
+def test_jackknife_needs_three_finite_groups():
+    assert math.isnan(jackknife_ci(1.0, [1.0, 2.0]).ci_low)
+    assert math.isnan(jackknife_ci(1.0, [1.0, 2.0, math.nan]).ci_high)
+    assert jackknife_ci(1.0, [1.0, 1.0, 1.0]).as_dict() == {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 3}
+    with pytest.raises(ValueError, match="confidence"):
+        jackknife_ci(1.0, [1.0, 2.0, 3.0], confidence=1.0)

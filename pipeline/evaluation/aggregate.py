@@ -304,7 +304,7 @@ class EvaluateSettings:
 
 
 def evaluate(gmm: pd.DataFrame, clips: pd.DataFrame, min_valid_share: float | None = None, *,
-             anchors: pd.DataFrame | None = None, real_frames: np.ndarray | None = None,
+             anchors: pd.DataFrame | None = None, real_frames: Mapping[int, np.ndarray] | None = None,
              settings: EvaluateSettings | None = None, selection: dict | None = None) -> Evaluation:
     """Every aggregate of one run. ``metrics``: ``by_conditioning`` (pooled over K, anchors beside the
     methods), ``per_k.<K>`` (mixture metrics and ``by_conditioning`` of that K), ``comparisons`` (paired

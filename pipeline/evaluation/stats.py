@@ -3,6 +3,9 @@
 - :func:`bootstrap_mean_ci`: the mean of a metric over clips with a seeded bootstrap interval
   (``scipy.stats.bootstrap``; percentile method by default, which never fails on small or
   degenerate samples the way BCa's jackknife can).
+- :func:`jackknife_ci`: an interval for a statistic of a whole set (a set-level distance, which is no
+  mean over clips): delete-one-group jackknife over the examples, θ̂ ± t_{n-1} se with
+  se² = (n-1)/n Σ (θ_(i) - θ̄)², consistent for U-statistics such as the unbiased MMD².
 - :func:`paired_wilcoxon`: two methods measured on the same examples (same conditioning, same
   cluster, ...), compared by the Wilcoxon signed-rank test on the per-example differences a - b
   (``scipy.stats.wilcoxon``): no normality assumption, and pairing removes the between-example
@@ -69,6 +72,21 @@ def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, n_resamples: int 
     result = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
                              method=method, rng=np.random.default_rng(seed), vectorized=True)
     return MeanCI(mean, float(result.confidence_interval.low), float(result.confidence_interval.high), len(x))
+
+
+def jackknife_ci(full: float, leave_one_out: Sequence[float] | np.ndarray, *,
+                 confidence: float = DEFAULT_CONFIDENCE) -> MeanCI:
+    """``full`` (the statistic on all n groups) with the jackknife interval from ``leave_one_out`` [n]
+    (the statistic with group i left out). Fewer than 3 groups, or a NaN among them, give a NaN interval."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    theta = np.asarray(leave_one_out, np.float64).reshape(-1)
+    n = len(theta)
+    if n < 3 or not np.isfinite(theta).all() or not math.isfinite(full):
+        return MeanCI(float(full), math.nan, math.nan, n)
+    se = math.sqrt((n - 1) / n * float(((theta - theta.mean()) ** 2).sum()))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * se
+    return MeanCI(float(full), float(full) - half, float(full) + half, n)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
   clips of one scope (pooled over K, or one K); the anchors (``resynthesis``, ``mean_z``) sit beside
   the sampling methods on the same contours. On ``real`` also ``spectral_distance_to_real_best``
   (the best of a method's draws per example, its interval over examples) and the set-level
-  ``kad_to_real`` / ``frechet_to_real`` (one number per set: ``ci_low``/``ci_high`` are null).
+  ``kad_to_real`` / ``frechet_to_real`` (one number per set, its interval the delete-one-example
+  jackknife's: the example left out of both the generated and the real set).
 - :func:`paired_comparisons`: on ``real``, every sampling method against both anchors and
   ``conditional`` against every unconditional method, by ``spectral_distance_to_real`` paired over the
   same (example, draw) (an anchor, one clip per example, pairs with every draw of that example),
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from pipeline.evaluation.stats import bootstrap_mean_ci, compare_methods
+from pipeline.evaluation.stats import bootstrap_mean_ci, compare_methods, jackknife_ci
 from pipeline.metrics.clip import mfcc_frames
 from pipeline.metrics.distances import frechet_to_real, kad_to_real
 from pipeline.vocab import (
@@ -68,10 +70,11 @@ def best_of_draws(clips: pd.DataFrame) -> pd.Series:
 
 
 def by_conditioning(clips: pd.DataFrame, *, n_resamples: int, seed: int,
-                    set_metrics: Mapping[str, Mapping[str, float]] | None = None) -> dict:
+                    set_metrics: Mapping[str, Mapping[str, Mapping]] | None = None) -> dict:
     """``{conditioning: {method: {metric: {mean, ci_low, ci_high, n}}}}`` over ``clips`` (one scope).
 
-    ``set_metrics`` maps method -> {kad_to_real, frechet_to_real} for the ``real`` conditioning.
+    ``set_metrics`` maps method -> {kad_to_real, frechet_to_real} -> {mean, ci_low, ci_high} for the
+    ``real`` conditioning (:func:`set_distances`).
     """
     out: dict = {}
     for conditioning in conditioning_order(clips["conditioning"]):
@@ -87,7 +90,7 @@ def by_conditioning(clips: pd.DataFrame, *, n_resamples: int, seed: int,
                 if len(best) and best.notna().any():
                     entry[BEST_OF_DRAWS] = _ci(best.to_numpy(), n_resamples, seed)
                 for name, value in (set_metrics or {}).get(method, {}).items():
-                    entry[name] = {"mean": value, "ci_low": None, "ci_high": None, "n": int(len(group))}
+                    entry[name] = {**value, "n": int(len(group))}
             table[method] = entry
         out[conditioning] = table
     return out
@@ -104,30 +107,58 @@ def clip_mfcc(path: Path, cache: dict) -> np.ndarray:
     return cache[key]
 
 
-def set_distances(clips: pd.DataFrame, real_frames: np.ndarray, *, max_frames: int, seed: int,
-                  cache: dict) -> dict[str, dict[str, float]]:
-    """Per method, the ``real``-conditioned clips (``folder`` + ``wav`` columns) as one set of MFCC
-    frames against the real examples' frames: ``kad_to_real`` and ``frechet_to_real``."""
+def set_distances(clips: pd.DataFrame, real_frames: Mapping[int, np.ndarray], *, max_frames: int, seed: int,
+                  cache: dict) -> dict[str, dict[str, dict]]:
+    """Per method, the ``real``-conditioned clips (``folder``, ``wav``, ``example`` columns) as one set of
+    MFCC frames against the real examples' frames (``real_frames``: example -> frames [n, d]):
+    ``kad_to_real`` and ``frechet_to_real``, each ``{mean, ci_low, ci_high}``. The value uses every
+    example; the interval is the delete-one-example jackknife's (:func:`jackknife_ci`), so it spans
+    the spread between examples, not only between frames."""
     out = {}
     real = clips[clips["conditioning"] == REAL]
-    for method, group in real.groupby("method"):
-        frames = [clip_mfcc(Path(folder) / wav, cache) for folder, wav in zip(group["folder"], group["wav"])]
-        frames = [f for f in frames if len(f)]
-        if not frames or sum(map(len, frames)) < 2:
-            out[method] = {name: math.nan for name in SET_METRICS}
-            continue
-        gen = np.concatenate(frames)
-        out[method] = {"kad_to_real": kad_to_real(gen, real_frames, max_frames=max_frames, seed=seed),
-                       "frechet_to_real": frechet_to_real(gen, real_frames, seed=seed)}
+    reference = list(real_frames.items())
+    for method, group in real.groupby("method", sort=True):
+        rows = [(int(example), clip_mfcc(Path(folder) / wav, cache))
+                for folder, wav, example in zip(group["folder"], group["wav"], group["example"])]
+
+        def distances(left_out: int | None) -> tuple[float, float]:
+            gen = [f for example, f in rows if example != left_out and len(f)]
+            ref = [f for example, f in reference if example != left_out]
+            if not gen or not ref or sum(map(len, gen)) < 2:
+                return math.nan, math.nan
+            gen, ref = np.concatenate(gen), np.concatenate(ref)
+            return (kad_to_real(gen, ref, max_frames=max_frames, seed=seed),
+                    frechet_to_real(gen, ref, seed=seed))
+
+        full = distances(None)
+        leave_one_out = [distances(example) for example, _ in reference]
+        out[method] = {name: _jackknife_entry(full[i], [loo[i] for loo in leave_one_out])
+                       for i, name in enumerate(SET_METRICS)}
     return out
 
 
-def real_reference_frames(folder: Path, cache: dict) -> np.ndarray:
-    """MFCC frames of every real example the anchors stage kept (``real/*.wav``), concatenated."""
+def _jackknife_entry(full: float, leave_one_out: list[float]) -> dict:
+    """{mean, ci_low, ci_high}; an interval that cannot be had (under 3 examples) is null, as in JSON."""
+    ci = jackknife_ci(full, leave_one_out)
+    return {"mean": ci.mean, "ci_low": ci.ci_low if math.isfinite(ci.ci_low) else None,
+            "ci_high": ci.ci_high if math.isfinite(ci.ci_high) else None}
+
+
+REAL_AUDIO_NAME = re.compile(r"real_e(\d+)\.wav")
+
+
+def real_reference_frames(folder: Path, cache: dict) -> dict[int, np.ndarray]:
+    """MFCC frames of every real example the anchors stage kept (``real/real_e<i>.wav``), by example i."""
     paths = sorted(Path(folder).glob("*.wav"))
     if not paths:
         raise FileNotFoundError(f"no real example audio in {folder}: run the anchors stage with conditioning real")
-    return np.concatenate([clip_mfcc(p, cache) for p in paths])
+    frames = {}
+    for path in paths:
+        match = REAL_AUDIO_NAME.fullmatch(path.name)
+        if match is None:
+            raise ValueError(f"{path}: a real example's audio is named real_e<example>.wav")
+        frames[int(match.group(1))] = clip_mfcc(path, cache)
+    return frames
 
 
 # ---- paired tests ----

@@ -260,7 +260,8 @@ def _comparison(table: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
              "<code>resynthesis</code> (the encoder's z of the real example) and <code>mean_z</code> (the training "
              "z mean) are the anchors, on the same contours. On <code>real</code>, "
              "spectral_distance_to_real_best is the best of a method's draws per example; kad_to_real and "
-             "frechet_to_real compare a method's clips as a set with the real examples. A verdict says "
+             "frechet_to_real compare a method's clips as a set with the real examples (their interval is the "
+             "jackknife's, leaving out one example at a time). A verdict says "
              "\"A beats B\" only when the Holm-corrected paired Wilcoxon test says so.</p>"]
     for (scope, conditioning), rows in table.groupby(["scope", "conditioning"], sort=False):
         rendered = _table(*comparison_cells(rows))
