@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 from scipy.linalg import sqrtm
 
-from pipeline.evaluation.tables import set_distances
+from pipeline.evaluation.tables import real_reference_frames, set_distances
 from pipeline.metrics.distances import (
     frechet_to_real,
     kad_to_real,
@@ -152,3 +153,13 @@ def test_set_distances_with_two_examples_have_no_interval():
     clips, real, cache = per_example_sets(2)
     entry = set_distances(clips, real, max_frames=None, seed=0, cache=cache)["direct"]["kad_to_real"]
     assert entry["ci_low"] is None and entry["ci_high"] is None and np.isfinite(entry["mean"])
+
+
+def test_real_reference_frames_are_keyed_by_example_and_reject_other_names(tmp_path):
+    tone = np.sin(2 * np.pi * 220 * np.arange(8000) / 16000).astype(np.float32)
+    for example in (0, 2):
+        sf.write(tmp_path / f"real_e{example}.wav", tone, 16000)
+    assert sorted(real_reference_frames(tmp_path, {})) == [0, 2]
+    sf.write(tmp_path / "take1.wav", tone, 16000)
+    with pytest.raises(ValueError, match="take1.wav"):
+        real_reference_frames(tmp_path, {})

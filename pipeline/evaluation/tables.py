@@ -144,7 +144,8 @@ def _jackknife_entry(full: float, leave_one_out: list[float]) -> dict:
             "ci_high": ci.ci_high if math.isfinite(ci.ci_high) else None}
 
 
-REAL_AUDIO_NAME = re.compile(r"real_e(\d+)\.wav")
+# the anchors stage names each copy by its conditioning key (ClipPlan.conditioning_key): real_e<example>
+REAL_AUDIO_NAME = re.compile(rf"{REAL}_e(\d+)\.wav")
 
 
 def real_reference_frames(folder: Path, cache: dict) -> dict[int, np.ndarray]:
