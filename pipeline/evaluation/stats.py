@@ -36,7 +36,8 @@ BOOTSTRAP_METHODS = ("percentile", "basic", "BCa")
 
 @dataclass(frozen=True)
 class MeanCI:
-    """Mean of the finite values and its bootstrap interval; n counts the finite values used."""
+    """Mean of the finite values and its bootstrap interval; n counts the finite values used.
+    (:func:`jackknife_ci` fills it with a set statistic, its jackknife interval and the number of groups.)"""
 
     mean: float
     ci_low: float

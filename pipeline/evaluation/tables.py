@@ -121,19 +121,19 @@ def set_distances(clips: pd.DataFrame, real_frames: Mapping[int, np.ndarray], *,
         rows = [(int(example), clip_mfcc(Path(folder) / wav, cache))
                 for folder, wav, example in zip(group["folder"], group["wav"], group["example"])]
 
-        def distances(left_out: int | None) -> tuple[float, float]:
+        def distances(left_out: int | None) -> dict[str, float]:
             gen = [f for example, f in rows if example != left_out and len(f)]
             ref = [f for example, f in reference if example != left_out]
             if not gen or not ref or sum(map(len, gen)) < 2:
-                return math.nan, math.nan
+                return {name: math.nan for name in SET_METRICS}
             gen, ref = np.concatenate(gen), np.concatenate(ref)
-            return (kad_to_real(gen, ref, max_frames=max_frames, seed=seed),
-                    frechet_to_real(gen, ref, seed=seed))
+            return {"kad_to_real": kad_to_real(gen, ref, max_frames=max_frames, seed=seed),
+                    "frechet_to_real": frechet_to_real(gen, ref, seed=seed)}
 
         full = distances(None)
         leave_one_out = [distances(example) for example, _ in reference]
-        out[method] = {name: _jackknife_entry(full[i], [loo[i] for loo in leave_one_out])
-                       for i, name in enumerate(SET_METRICS)}
+        out[method] = {name: _jackknife_entry(value, [loo[name] for loo in leave_one_out])
+                       for name, value in full.items()}
     return out
 
 
